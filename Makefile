@@ -1,0 +1,119 @@
+# Tally build. `make` builds build/tallyd and build/tally; `make test` runs the
+# unit, simulation and end-to-end tests; `make test SANITIZE=1` does the same
+# with ASan+UBSan in build-san/. `make deps` installs Debian packages (root).
+
+CC ?= cc
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1 -g
+else
+BUILD := build
+SANFLAGS :=
+OPT := -O2 -g
+endif
+
+# --- dependencies -------------------------------------------------------------
+# Debian's libnng-dev ships no pkg-config file: look for the header instead.
+define need_pc
+$(if $(shell pkg-config --exists $(1) && echo yes),,$(error missing $(1): install the Debian package $(2) (or run: make deps)))
+endef
+define need_header
+$(if $(wildcard /usr/include/$(1) /usr/local/include/$(1)),,$(error missing $(1): install the Debian package $(2) (or run: make deps)))
+endef
+
+DEB_PACKAGES := build-essential pkg-config libsodium-dev libssl-dev libnng-dev librocksdb-dev \
+                libjansson-dev libcmocka-dev
+
+ifeq ($(filter deps clean format format-check,$(MAKECMDGOALS)),)
+ifeq ($(MAKECMDGOALS)$(shell command -v pkg-config),)
+$(error missing pkg-config: install the Debian package pkg-config (or run: make deps))
+endif
+$(call need_pc,libsodium,libsodium-dev)
+$(call need_pc,libcrypto,libssl-dev)
+$(call need_pc,rocksdb,librocksdb-dev)
+$(call need_pc,jansson,libjansson-dev)
+$(call need_header,nng/nng.h,libnng-dev)
+DEP_CFLAGS := $(shell pkg-config --cflags libsodium libcrypto rocksdb jansson)
+DEP_LIBS := $(shell pkg-config --libs libsodium libcrypto rocksdb jansson) -lnng -lpthread -lm
+TEST_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)
+TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+endif
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
+CFLAGS := -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -I. -D_GNU_SOURCE $(DEP_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(SANFLAGS)
+
+# --- sources ------------------------------------------------------------------
+LIB_SRCS := $(wildcard src/*.c crypto/*.c config/*.c ledger/*.c) $(wildcard tools/lib/*.c)
+LIB_SRCS := $(filter-out src/tallyd_main.c,$(LIB_SRCS))
+TOOL_SRCS := $(wildcard tools/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+TOOL_OBJS := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libtally.a
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+SIM_SUPPORT := $(filter-out tests/sim/test_%.c,$(wildcard tests/sim/*.c))
+SIM_SUPPORT_OBJS := $(SIM_SUPPORT:%.c=$(BUILD)/%.o)
+SIM_SRCS := $(wildcard tests/sim/test_*.c)
+SIM_BINS := $(SIM_SRCS:%.c=$(BUILD)/%)
+TEST_HELPER_SRCS := $(wildcard tests/helpers/*.c)
+TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/%.o)
+
+.PHONY: all test unit sim e2e clean deps format format-check
+all: $(BUILD)/tallyd $(BUILD)/tally
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tallyd: $(BUILD)/src/tallyd_main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(BUILD)/tally: $(TOOL_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TEST_HELPER_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(TEST_LIBS)
+
+$(BUILD)/tests/sim/%: $(BUILD)/tests/sim/%.o $(SIM_SUPPORT_OBJS) $(TEST_HELPER_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(TEST_LIBS)
+
+# Seeds for the simulator in `make test`; `make sim SEEDS=N` runs more.
+SEEDS ?= 500
+test: all $(UNIT_BINS) $(SIM_BINS)
+	BUILD=$(BUILD) SEEDS=$(SEEDS) ./tests/run.sh
+
+unit: all $(UNIT_BINS)
+	BUILD=$(BUILD) ONLY=unit ./tests/run.sh
+
+sim: all $(SIM_BINS)
+	BUILD=$(BUILD) SEEDS=$(SEEDS) ONLY=sim ./tests/run.sh
+
+e2e: all
+	BUILD=$(BUILD) ONLY=e2e ./tests/run.sh
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (installs Debian packages)"; exit 1; fi
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "all build dependencies present"; fi
+
+FORMAT_SRCS := $(shell find src crypto config ledger tools tests -name '*.[ch]' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRCS)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRCS)
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

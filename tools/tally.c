@@ -1,0 +1,57 @@
+/* tally: the client and operator tool. One command, subcommands like git. */
+#include <stdio.h>
+#include <string.h>
+
+#include "crypto/crypto.h"
+#include "src/log.h"
+#include "tools/cmds.h"
+
+struct tally_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+};
+
+static const struct tally_command commands[] = {
+#define TALLY_CMD_ENTRY(name, help) {#name, cmd_##name, help},
+    TALLY_COMMANDS(TALLY_CMD_ENTRY)
+#undef TALLY_CMD_ENTRY
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tally <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\nRun `tally <command> --help` for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    tally_log_init("tally");
+    if (tc_init() != TALLY_OK) {
+        fprintf(stderr, "tally: cannot initialise cryptography\n");
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[1], commands[i].name) != 0)
+            continue;
+        if (commands[i].run == NULL) {
+            fprintf(stderr, "tally %s: not built yet\n", commands[i].name);
+            return 1;
+        }
+        return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "tally: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
