@@ -4,7 +4,14 @@
 
 CC ?= cc
 SANITIZE ?= 0
-ifeq ($(SANITIZE),1)
+FUZZ ?= 0
+ifeq ($(FUZZ),1)
+# libFuzzer builds: everything instrumented with clang, in build-fuzz/.
+CC := clang
+BUILD := build-fuzz
+SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1 -g
+else ifeq ($(SANITIZE),1)
 BUILD := build-san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 OPT := -O1 -g
@@ -26,7 +33,7 @@ endef
 DEB_PACKAGES := build-essential pkg-config libsodium-dev libssl-dev libnng-dev librocksdb-dev \
                 libjansson-dev libcmocka-dev
 
-ifeq ($(filter deps clean format format-check,$(MAKECMDGOALS)),)
+ifeq ($(filter deps clean format format-check check,$(MAKECMDGOALS)),)
 ifeq ($(MAKECMDGOALS)$(shell command -v pkg-config),)
 $(error missing pkg-config: install the Debian package pkg-config (or run: make deps))
 endif
@@ -62,7 +69,7 @@ SIM_BINS := $(SIM_SRCS:%.c=$(BUILD)/%)
 TEST_HELPER_SRCS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all test unit sim e2e clean deps format format-check
+.PHONY: all test check unit sim e2e demo fuzz fuzz-build clean deps format format-check
 all: $(BUILD)/tallyd $(BUILD)/tally
 
 $(BUILD)/%.o: %.c
@@ -91,6 +98,15 @@ SEEDS ?= 500
 test: all $(UNIT_BINS) $(SIM_BINS)
 	BUILD=$(BUILD) SEEDS=$(SEEDS) ./tests/run.sh
 
+# What CI runs: the whole suite, then again under ASan+UBSan with fewer seeds.
+check:
+	$(MAKE) test
+	$(MAKE) test SANITIZE=1 SEEDS=100
+
+# The main job: a 4-node local testnet on 127.0.0.1, a few transfers, its status.
+demo: all
+	./tools/demo.sh
+
 unit: all $(UNIT_BINS)
 	BUILD=$(BUILD) ONLY=unit ./tests/run.sh
 
@@ -99,6 +115,21 @@ sim: all $(SIM_BINS)
 
 e2e: all
 	BUILD=$(BUILD) ONLY=e2e ./tests/run.sh
+
+# Fuzzing (libFuzzer): `make fuzz` runs every target FUZZ_SECONDS seconds from
+# the seed corpus in tests/fuzz/corpus/NAME (copied, so the repo is not touched).
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/fuzz/%)
+fuzz:
+	$(MAKE) FUZZ=1 fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./tests/fuzz/run.sh
+
+fuzz-build: $(FUZZ_BINS)
+
+build-fuzz/fuzz/%: $(BUILD)/tests/fuzz/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(DEP_LIBS)
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (installs Debian packages)"; exit 1; fi
@@ -114,6 +145,6 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_SRCS)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,935 @@
+/* The ledger state machine over RocksDB. See ledger/ledger.h and docs/FORMAT.md. */
+#include "ledger/ledger.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "ledger/block.h"
+#include "ledger/ledger_internal.h"
+
+/* One account touched by the block being applied, in first-touch order. */
+struct acct_entry {
+    tc_pubkey pk;
+    struct ledger_account cur;
+    struct ledger_account old;
+    bool existed;
+    bool dirty;
+};
+
+struct ledger {
+    rocksdb_t *db;
+    rocksdb_options_t *options;
+    rocksdb_env_t *env; /* in-memory env, or NULL */
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_readoptions_t *ro;
+    rocksdb_writeoptions_t *wo;
+    rocksdb_writebatch_t *batch; /* staged meta changes + the block being written */
+    char *dir;
+    bool read_only;
+
+    bool has_genesis;
+    uint64_t height;
+    tc_hash head_hash;
+    tc_hash genesis_hash;
+    tc_lthash lt;
+    tc_lthash lt_next;
+
+    /* Scratch reused across blocks, sized for `cap` transactions. */
+    uint32_t cap;
+    uint8_t *results;
+    tc_hash *hashes;
+    uint8_t *indexed; /* 1 when tx i gets a tx-index entry (first occurrence) */
+    uint8_t *block_buf;
+    struct acct_entry *accts; /* up to 2 * cap */
+    uint32_t nacct;
+    uint32_t *acct_slots; /* open addressing: entry index + 1, 0 = empty */
+    uint32_t *tx_slots;   /* same, over hashes[] of first occurrences */
+    uint32_t slot_mask;
+    uint8_t hash_key[crypto_shorthash_KEYBYTES];
+};
+
+rocksdb_t *ledger_rocksdb(struct ledger *l)
+{
+    return l->db;
+}
+
+rocksdb_readoptions_t *ledger_readoptions(struct ledger *l)
+{
+    return l->ro;
+}
+
+const tc_lthash *ledger_lthash(const struct ledger *l)
+{
+    return &l->lt;
+}
+
+/* Classify a RocksDB error string and set err. Frees msg. */
+static int rocks_err(struct tally_err *err, char *msg, const char *dir, const char *what)
+{
+    int code = TALLY_EIO;
+    if (strncmp(msg, "Corruption", 10) == 0)
+        code = TALLY_ECORRUPT;
+    else if (strncmp(msg, "IO error", 8) == 0 &&
+             (strstr(msg, "/LOCK") != NULL || strstr(msg, "lock file") != NULL ||
+              strstr(msg, "lock hold") != NULL))
+        code = TALLY_EBUSY; /* RocksDB's LOCK file: flock()ed by another open */
+    if (code == TALLY_EBUSY)
+        tally_errf(err, code, "data directory %s is in use by another process (%s)", dir, msg);
+    else if (code == TALLY_ECORRUPT)
+        tally_errf(err, code, "data directory %s is corrupt: %s: %s", dir, what, msg);
+    else
+        tally_errf(err, code, "data directory %s: %s: %s", dir, what, msg);
+    rocksdb_free(msg);
+    return code;
+}
+
+/* Get a value; *val NULL when absent. The value is malloc'd by RocksDB. */
+static int db_get(struct ledger *l, const uint8_t *key, size_t klen, char **val, size_t *len,
+                  struct tally_err *err)
+{
+    char *e = NULL;
+    *val = rocksdb_get(l->db, l->ro, (const char *)key, klen, len, &e);
+    if (e != NULL)
+        return rocks_err(err, e, l->dir, "read");
+    return TALLY_OK;
+}
+
+static int db_write(struct ledger *l, struct tally_err *err)
+{
+    char *e = NULL;
+    rocksdb_write(l->db, l->wo, l->batch, &e);
+    if (e != NULL)
+        return rocks_err(err, e, l->dir, "write");
+    return TALLY_OK;
+}
+
+/* ---- head ------------------------------------------------------------------- */
+
+static void head_encode(const struct ledger *l, uint64_t height, const tc_hash *hash,
+                        const tc_lthash *lt, uint8_t out[LEDGER_HEAD_BYTES])
+{
+    ledger_put_u64(out, height);
+    memcpy(out + 8, hash->b, TC_HASH_BYTES);
+    memcpy(out + 40, l->genesis_hash.b, TC_HASH_BYTES);
+    tc_lthash_serialize(lt, out + 72);
+}
+
+/* Load the head record and cross-check it against the head block. */
+static int head_load(struct ledger *l, struct tally_err *err)
+{
+    uint8_t key = LEDGER_KEY_HEAD;
+    char *val = NULL, *blk = NULL;
+    size_t len = 0, blen = 0;
+    int rc = db_get(l, &key, 1, &val, &len, err);
+    if (rc != TALLY_OK)
+        goto out;
+    if (val == NULL) {
+        l->has_genesis = false;
+        goto out;
+    }
+    if (len != LEDGER_HEAD_BYTES) {
+        rc = tally_errf(err, TALLY_ECORRUPT,
+                        "data directory %s is corrupt: head record has %zu bytes", l->dir, len);
+        goto out;
+    }
+    const uint8_t *p = (const uint8_t *)val;
+    l->height = ledger_get_u64(p);
+    memcpy(l->head_hash.b, p + 8, TC_HASH_BYTES);
+    memcpy(l->genesis_hash.b, p + 40, TC_HASH_BYTES);
+    tc_lthash_deserialize(&l->lt, p + 72);
+    l->has_genesis = true;
+
+    uint8_t bkey[9];
+    ledger_block_key(l->height, bkey);
+    rc = db_get(l, bkey, sizeof(bkey), &blk, &blen, err);
+    if (rc != TALLY_OK)
+        goto out;
+    struct ledger_block b;
+    struct tally_err derr = {0};
+    if (blk == NULL || ledger_block_decode((const uint8_t *)blk, blen, &b, &derr) != TALLY_OK) {
+        rc = tally_errf(err, TALLY_ECORRUPT, "data directory %s is corrupt: head block %llu is %s",
+                        l->dir, (unsigned long long)l->height, blk == NULL ? "missing" : derr.msg);
+        goto out;
+    }
+    tc_hash h, digest;
+    ledger_block_header_hash(&b.h, &h);
+    tc_lthash_digest(&l->lt, &digest);
+    if (b.h.height != l->height || !tc_equal(h.b, l->head_hash.b, TC_HASH_BYTES) ||
+        !tc_equal(digest.b, b.h.state_digest.b, TC_HASH_BYTES)) {
+        rc = tally_errf(err, TALLY_ECORRUPT,
+                        "data directory %s is corrupt: head record does not match block %llu",
+                        l->dir, (unsigned long long)l->height);
+        goto out;
+    }
+out:
+    free(val);
+    free(blk);
+    return rc;
+}
+
+/* ---- open / close ------------------------------------------------------------ */
+
+int ledger_open(const char *dir, struct ledger **out, struct tally_err *err)
+{
+    return ledger_open_opts(dir, NULL, out, err);
+}
+
+static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool load_head,
+                     struct ledger **out, struct tally_err *err)
+{
+    static const struct ledger_open_opts defaults = LEDGER_OPEN_OPTS_DEFAULT;
+    if (opts == NULL)
+        opts = &defaults;
+    *out = NULL;
+    if (dir == NULL || dir[0] == '\0')
+        return tally_errf(err, TALLY_EINVAL, "no data directory given");
+    if (!opts->in_memory && !opts->read_only && mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return tally_errf(err, TALLY_EIO, "cannot create data directory %s: %s", dir,
+                          strerror(errno));
+    if (!opts->in_memory && opts->read_only) {
+        struct stat st;
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return tally_errf(err, TALLY_ENOTFOUND, "data directory %s does not exist", dir);
+    }
+
+    int rc = TALLY_OK;
+    struct ledger *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory opening %s", dir);
+    l->dir = strdup(dir);
+    l->read_only = opts->read_only;
+    l->options = rocksdb_options_create();
+    l->table = rocksdb_block_based_options_create();
+    l->ro = rocksdb_readoptions_create();
+    l->wo = rocksdb_writeoptions_create();
+    l->batch = rocksdb_writebatch_create();
+    if (l->dir == NULL) {
+        rc = tally_errf(err, TALLY_ENOMEM, "out of memory opening %s", dir);
+        goto fail;
+    }
+    randombytes_buf(l->hash_key, sizeof(l->hash_key));
+    rocksdb_block_based_options_set_filter_policy(l->table,
+                                                  rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_options_set_block_based_table_factory(l->options, l->table);
+    rocksdb_options_set_create_if_missing(l->options, !opts->read_only);
+    rocksdb_options_set_paranoid_checks(l->options, 1);
+    rocksdb_options_set_keep_log_file_num(l->options, 4);
+    rocksdb_options_set_info_log_level(l->options, 2 /* WARN */);
+    if (opts->in_memory) {
+        l->env = rocksdb_create_mem_env();
+        rocksdb_options_set_env(l->options, l->env);
+    }
+    rocksdb_readoptions_set_verify_checksums(l->ro, 1);
+    rocksdb_writeoptions_set_sync(l->wo, opts->sync);
+
+    char *e = NULL;
+    if (opts->read_only)
+        l->db = rocksdb_open_for_read_only(l->options, dir, 0, &e);
+    else
+        l->db = rocksdb_open(l->options, dir, &e);
+    if (e != NULL) {
+        rc = rocks_err(err, e, dir, "open");
+        goto fail;
+    }
+    if (load_head) {
+        rc = head_load(l, err);
+        if (rc != TALLY_OK)
+            goto fail;
+    }
+    *out = l;
+    return TALLY_OK;
+fail:
+    ledger_close(l);
+    return rc;
+}
+
+int ledger_open_opts(const char *dir, const struct ledger_open_opts *opts, struct ledger **out,
+                     struct tally_err *err)
+{
+    return open_impl(dir, opts, true, out, err);
+}
+
+int ledger_open_unchecked(const char *dir, struct ledger **out, struct tally_err *err)
+{
+    struct ledger_open_opts opts = {.read_only = true};
+    return open_impl(dir, &opts, false, out, err);
+}
+
+void ledger_close(struct ledger *l)
+{
+    if (l == NULL)
+        return;
+    if (l->db != NULL && !l->read_only && l->env == NULL) {
+        /* Flush the memtables so the next open need not replay the WAL. Best
+         * effort: everything is already durable (or deliberately not synced). */
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        char *e = NULL;
+        rocksdb_flushoptions_set_wait(fo, 1);
+        rocksdb_flush(l->db, fo, &e);
+        rocksdb_free(e);
+        rocksdb_flushoptions_destroy(fo);
+    }
+    if (l->db != NULL)
+        rocksdb_close(l->db);
+    rocksdb_writebatch_destroy(l->batch);
+    rocksdb_writeoptions_destroy(l->wo);
+    rocksdb_readoptions_destroy(l->ro);
+    rocksdb_options_destroy(l->options);
+    rocksdb_block_based_options_destroy(l->table);
+    if (l->env != NULL)
+        rocksdb_env_destroy(l->env);
+    free(l->results);
+    free(l->hashes);
+    free(l->indexed);
+    free(l->block_buf);
+    free(l->accts);
+    free(l->acct_slots);
+    free(l->tx_slots);
+    free(l->dir);
+    free(l);
+}
+
+/* ---- head accessors ---------------------------------------------------------- */
+
+bool ledger_has_genesis(const struct ledger *l)
+{
+    return l->has_genesis;
+}
+
+uint64_t ledger_height(const struct ledger *l)
+{
+    return l->height;
+}
+
+void ledger_head_hash(const struct ledger *l, tc_hash *out)
+{
+    *out = l->head_hash;
+}
+
+void ledger_state_digest(const struct ledger *l, tc_hash *out)
+{
+    tc_lthash_digest(&l->lt, out);
+}
+
+void ledger_genesis_hash(const struct ledger *l, tc_hash *out)
+{
+    *out = l->genesis_hash;
+}
+
+/* ---- genesis ----------------------------------------------------------------- */
+
+static int cmp_genesis(const void *a, const void *b)
+{
+    const struct ledger_genesis_account *x = a, *y = b;
+    return memcmp(x->pk.b, y->pk.b, TC_PUBKEY_BYTES);
+}
+
+static void account_encode(const struct ledger_account *a, uint8_t out[LEDGER_ACCOUNT_BYTES])
+{
+    ledger_put_u64(out, a->balance);
+    ledger_put_u64(out + 8, a->nonce);
+    ledger_put_u64(out + 16, a->last_height);
+}
+
+static void account_key(const tc_pubkey *pk, uint8_t key[1 + TC_PUBKEY_BYTES])
+{
+    key[0] = LEDGER_KEY_ACCOUNT;
+    memcpy(key + 1, pk->b, TC_PUBKEY_BYTES);
+}
+
+int ledger_init_genesis(struct ledger *l, const struct ledger_genesis_account *accts, size_t n,
+                        struct tally_err *err)
+{
+    if (l->read_only)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s is open read-only", l->dir);
+    if (n > LEDGER_BLOCK_MAX_TXS)
+        return tally_errf(err, TALLY_ETOOBIG, "genesis has %zu accounts (limit %d)", n,
+                          LEDGER_BLOCK_MAX_TXS);
+    int rc = TALLY_OK;
+    struct ledger_genesis_account *sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    size_t size = ledger_block_encoded_size(0, (uint32_t)n);
+    uint8_t *buf = calloc(1, size);
+    if (sorted == NULL || buf == NULL) {
+        rc = tally_errf(err, TALLY_ENOMEM, "out of memory building genesis");
+        goto out;
+    }
+    if (n > 0)
+        memcpy(sorted, accts, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), cmp_genesis);
+    for (size_t i = 1; i < n; i++) {
+        if (memcmp(sorted[i - 1].pk.b, sorted[i].pk.b, TC_PUBKEY_BYTES) == 0) {
+            char hex[2 * TC_PUBKEY_BYTES + 1];
+            tc_hex_encode(sorted[i].pk.b, TC_PUBKEY_BYTES, hex);
+            rc = tally_errf(err, TALLY_EINVAL, "genesis lists account %s twice", hex);
+            goto out;
+        }
+    }
+
+    struct ledger_block_header h = {.version = LEDGER_BLOCK_VERSION, .tx_count = (uint32_t)n};
+    uint8_t *items = buf + LEDGER_BLOCK_HEADER_BYTES;
+    uint8_t *results = items + n * LEDGER_GENESIS_ENTRY_BYTES; /* zeros: calloc */
+    tc_lthash lt;
+    tc_lthash_zero(&lt);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t elem[LEDGER_ACCOUNT_ELEM_BYTES];
+        ledger_genesis_entry_encode(&sorted[i].pk, sorted[i].balance,
+                                    items + i * LEDGER_GENESIS_ENTRY_BYTES);
+        ledger_account_elem(&sorted[i].pk, sorted[i].balance, 0, elem);
+        tc_lthash_add(&lt, elem, sizeof(elem));
+    }
+    ledger_block_tx_root(items, LEDGER_GENESIS_ENTRY_BYTES, (uint32_t)n, &h.tx_root);
+    ledger_block_results_hash(results, (uint32_t)n, &h.results_hash);
+    tc_lthash_digest(&lt, &h.state_digest);
+    ledger_block_header_encode(&h, buf);
+    tc_hash hash;
+    ledger_block_header_hash(&h, &hash);
+
+    if (l->has_genesis) {
+        if (!tc_equal(hash.b, l->genesis_hash.b, TC_HASH_BYTES)) {
+            char want[65], have[65];
+            tc_hex_encode(hash.b, TC_HASH_BYTES, want);
+            tc_hex_encode(l->genesis_hash.b, TC_HASH_BYTES, have);
+            rc = tally_errf(err, TALLY_EMISMATCH,
+                            "data directory %s belongs to another cluster (its genesis block is "
+                            "%s, the configured genesis is %s)",
+                            l->dir, have, want);
+        }
+        goto out; /* identical: nothing to do */
+    }
+
+    rocksdb_writebatch_set_save_point(l->batch);
+    uint8_t vkey = LEDGER_KEY_FORMAT;
+    rocksdb_writebatch_put(l->batch, (const char *)&vkey, 1, LEDGER_FORMAT_TAG,
+                           strlen(LEDGER_FORMAT_TAG));
+    uint8_t bkey[9];
+    ledger_block_key(0, bkey);
+    rocksdb_writebatch_put(l->batch, (const char *)bkey, sizeof(bkey), (const char *)buf, size);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t akey[1 + TC_PUBKEY_BYTES], aval[LEDGER_ACCOUNT_BYTES];
+        struct ledger_account a = {.balance = sorted[i].balance};
+        account_key(&sorted[i].pk, akey);
+        account_encode(&a, aval);
+        rocksdb_writebatch_put(l->batch, (const char *)akey, sizeof(akey), (const char *)aval,
+                               sizeof(aval));
+    }
+    l->genesis_hash = hash;
+    uint8_t hkey = LEDGER_KEY_HEAD, head[LEDGER_HEAD_BYTES];
+    head_encode(l, 0, &hash, &lt, head);
+    rocksdb_writebatch_put(l->batch, (const char *)&hkey, 1, (const char *)head, sizeof(head));
+    rc = db_write(l, err);
+    if (rc != TALLY_OK) {
+        rocksdb_writebatch_rollback_to_save_point(l->batch, NULL);
+        memset(&l->genesis_hash, 0, sizeof(l->genesis_hash));
+        tally_err_wrap(err, "writing genesis");
+        goto out;
+    }
+    rocksdb_writebatch_clear(l->batch);
+    l->has_genesis = true;
+    l->height = 0;
+    l->head_hash = hash;
+    l->lt = lt;
+out:
+    free(sorted);
+    free(buf);
+    return rc;
+}
+
+/* ---- apply ------------------------------------------------------------------- */
+
+static int ensure_capacity(struct ledger *l, uint32_t count, struct tally_err *err)
+{
+    uint32_t want = count < 64 ? 64 : count;
+    if (want <= l->cap)
+        return TALLY_OK;
+    uint32_t slots = 1;
+    while (slots < 4 * want)
+        slots <<= 1;
+    uint8_t *results = realloc(l->results, want);
+    if (results != NULL)
+        l->results = results;
+    tc_hash *hashes = realloc(l->hashes, (size_t)want * sizeof(tc_hash));
+    if (hashes != NULL)
+        l->hashes = hashes;
+    uint8_t *indexed = realloc(l->indexed, want);
+    if (indexed != NULL)
+        l->indexed = indexed;
+    uint8_t *buf = realloc(l->block_buf, ledger_block_encoded_size(1, want));
+    if (buf != NULL)
+        l->block_buf = buf;
+    struct acct_entry *accts = realloc(l->accts, 2 * (size_t)want * sizeof(*accts));
+    if (accts != NULL)
+        l->accts = accts;
+    uint32_t *as = realloc(l->acct_slots, (size_t)slots * sizeof(uint32_t));
+    if (as != NULL)
+        l->acct_slots = as;
+    uint32_t *ts = realloc(l->tx_slots, (size_t)slots * sizeof(uint32_t));
+    if (ts != NULL)
+        l->tx_slots = ts;
+    if (!results || !hashes || !indexed || !buf || !accts || !as || !ts)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory for a block of %u transactions", count);
+    l->cap = want;
+    l->slot_mask = slots - 1;
+    return TALLY_OK;
+}
+
+static uint32_t slot_of(const struct ledger *l, const uint8_t *key32)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, key32, 32, l->hash_key);
+    return (uint32_t)ledger_get_u64(h) & l->slot_mask;
+}
+
+/* Has an earlier tx in this block the same hash? If not, remember tx i. */
+static bool tx_seen_in_block(struct ledger *l, uint32_t i)
+{
+    uint32_t s = slot_of(l, l->hashes[i].b);
+    while (l->tx_slots[s] != 0) {
+        uint32_t j = l->tx_slots[s] - 1;
+        if (memcmp(l->hashes[j].b, l->hashes[i].b, TC_HASH_BYTES) == 0)
+            return true;
+        s = (s + 1) & l->slot_mask;
+    }
+    l->tx_slots[s] = i + 1;
+    return false;
+}
+
+static int tx_in_ledger(struct ledger *l, const tc_hash *h, bool *found, struct tally_err *err)
+{
+    uint8_t key[1 + TC_HASH_BYTES];
+    key[0] = LEDGER_KEY_TX;
+    memcpy(key + 1, h->b, TC_HASH_BYTES);
+    char *val = NULL;
+    size_t len = 0;
+    int rc = db_get(l, key, sizeof(key), &val, &len, err);
+    *found = val != NULL;
+    free(val);
+    return rc;
+}
+
+static int account_decode(const struct ledger *l, const tc_pubkey *pk, const char *val, size_t len,
+                          struct ledger_account *a, struct tally_err *err)
+{
+    if (len != LEDGER_ACCOUNT_BYTES) {
+        char hex[65];
+        tc_hex_encode(pk->b, TC_PUBKEY_BYTES, hex);
+        return tally_errf(err, TALLY_ECORRUPT,
+                          "data directory %s is corrupt: account %s has a %zu-byte record", l->dir,
+                          hex, len);
+    }
+    const uint8_t *p = (const uint8_t *)val;
+    a->balance = ledger_get_u64(p);
+    a->nonce = ledger_get_u64(p + 8);
+    a->last_height = ledger_get_u64(p + 16);
+    return TALLY_OK;
+}
+
+/* The block-local copy of an account, loaded from RocksDB on first touch. */
+static int acct_get(struct ledger *l, const tc_pubkey *pk, struct acct_entry **out,
+                    struct tally_err *err)
+{
+    uint32_t s = slot_of(l, pk->b);
+    while (l->acct_slots[s] != 0) {
+        struct acct_entry *e = &l->accts[l->acct_slots[s] - 1];
+        if (memcmp(e->pk.b, pk->b, TC_PUBKEY_BYTES) == 0) {
+            *out = e;
+            return TALLY_OK;
+        }
+        s = (s + 1) & l->slot_mask;
+    }
+    struct acct_entry *e = &l->accts[l->nacct];
+    memset(e, 0, sizeof(*e));
+    e->pk = *pk;
+    uint8_t key[1 + TC_PUBKEY_BYTES];
+    account_key(pk, key);
+    char *val = NULL;
+    size_t len = 0;
+    int rc = db_get(l, key, sizeof(key), &val, &len, err);
+    if (rc == TALLY_OK && val != NULL) {
+        rc = account_decode(l, pk, val, len, &e->cur, err);
+        e->existed = true;
+    }
+    free(val);
+    if (rc != TALLY_OK)
+        return rc;
+    e->old = e->cur;
+    l->acct_slots[s] = ++l->nacct;
+    *out = e;
+    return TALLY_OK;
+}
+
+/* Execute one decoded, signature-checked, non-duplicate transfer. */
+static int execute_transfer(struct ledger *l, uint64_t height, const struct ledger_tx *tx,
+                            uint8_t *result, struct tally_err *err)
+{
+    struct acct_entry *from = NULL, *to = NULL;
+    int rc = acct_get(l, &tx->from, &from, err);
+    if (rc != TALLY_OK)
+        return rc;
+    if (from->cur.nonce == UINT64_MAX || tx->nonce != from->cur.nonce + 1) {
+        *result = LEDGER_RESULT_BAD_NONCE;
+        return TALLY_OK;
+    }
+    if (tx->amount == 0) {
+        *result = LEDGER_RESULT_ZERO_AMOUNT;
+        return TALLY_OK;
+    }
+    if (memcmp(tx->from.b, tx->to.b, TC_PUBKEY_BYTES) == 0) {
+        *result = LEDGER_RESULT_SELF_TRANSFER;
+        return TALLY_OK;
+    }
+    if (from->cur.balance < tx->amount) {
+        *result = LEDGER_RESULT_INSUFFICIENT_FUNDS;
+        return TALLY_OK;
+    }
+    rc = acct_get(l, &tx->to, &to, err);
+    if (rc != TALLY_OK)
+        return rc;
+    if (to->cur.balance > UINT64_MAX - tx->amount) {
+        *result = LEDGER_RESULT_OVERFLOW;
+        return TALLY_OK;
+    }
+    from->cur.balance -= tx->amount;
+    from->cur.nonce = tx->nonce;
+    from->cur.last_height = height;
+    from->dirty = true;
+    to->cur.balance += tx->amount;
+    to->cur.last_height = height;
+    to->dirty = true;
+    *result = LEDGER_RESULT_OK;
+    return TALLY_OK;
+}
+
+static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_bytes, uint32_t count,
+                       const uint8_t *sig_ok, bool verify, struct ledger_block_result *out,
+                       struct tally_err *err)
+{
+    if (l->read_only)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s is open read-only", l->dir);
+    if (!l->has_genesis)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s has no genesis block", l->dir);
+    if (height != l->height + 1)
+        return tally_errf(err, TALLY_EINVAL, "block %llu cannot follow block %llu",
+                          (unsigned long long)height, (unsigned long long)l->height);
+    if (count > LEDGER_BLOCK_MAX_TXS)
+        return tally_errf(err, TALLY_ETOOBIG, "block of %u transactions (limit %d)", count,
+                          LEDGER_BLOCK_MAX_TXS);
+    if (count > 0 && tx_bytes == NULL)
+        return tally_errf(err, TALLY_EINVAL, "no transaction bytes");
+    int rc = ensure_capacity(l, count, err);
+    if (rc != TALLY_OK)
+        return rc;
+    memset(l->acct_slots, 0, ((size_t)l->slot_mask + 1) * sizeof(uint32_t));
+    memset(l->tx_slots, 0, ((size_t)l->slot_mask + 1) * sizeof(uint32_t));
+    l->nacct = 0;
+
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *p = tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+        struct ledger_tx tx;
+        ledger_tx_hash_bytes(p, &l->hashes[i]);
+        bool seen = tx_seen_in_block(l, i);
+        if (!seen) {
+            rc = tx_in_ledger(l, &l->hashes[i], &seen, err);
+            if (rc != TALLY_OK)
+                goto fail;
+        }
+        l->indexed[i] = !seen;
+        if (ledger_tx_decode(p, LEDGER_TX_BYTES, &tx) != TALLY_OK) {
+            l->results[i] = LEDGER_RESULT_MALFORMED;
+            continue;
+        }
+        bool sig_valid = verify ? ledger_tx_verify(&tx) == TALLY_OK : sig_ok == NULL || sig_ok[i];
+        if (!sig_valid) {
+            l->results[i] = LEDGER_RESULT_BAD_SIGNATURE;
+            continue;
+        }
+        if (seen) {
+            l->results[i] = LEDGER_RESULT_DUPLICATE;
+            continue;
+        }
+        rc = execute_transfer(l, height, &tx, &l->results[i], err);
+        if (rc != TALLY_OK)
+            goto fail;
+    }
+
+    /* State digest: remove each changed account's old element, add the new one. */
+    l->lt_next = l->lt;
+    for (uint32_t i = 0; i < l->nacct; i++) {
+        struct acct_entry *e = &l->accts[i];
+        if (!e->dirty)
+            continue;
+        uint8_t elem[LEDGER_ACCOUNT_ELEM_BYTES];
+        if (e->existed) {
+            ledger_account_elem(&e->pk, e->old.balance, e->old.nonce, elem);
+            tc_lthash_remove(&l->lt_next, elem, sizeof(elem));
+        }
+        ledger_account_elem(&e->pk, e->cur.balance, e->cur.nonce, elem);
+        tc_lthash_add(&l->lt_next, elem, sizeof(elem));
+    }
+
+    struct ledger_block_header h = {.version = LEDGER_BLOCK_VERSION,
+                                    .height = height,
+                                    .prev_hash = l->head_hash,
+                                    .tx_count = count};
+    if (count > 0)
+        ledger_block_tx_root(tx_bytes, LEDGER_TX_BYTES, count, &h.tx_root);
+    ledger_block_results_hash(l->results, count, &h.results_hash);
+    tc_lthash_digest(&l->lt_next, &h.state_digest);
+    size_t size = ledger_block_encoded_size(height, count);
+    uint8_t *buf = l->block_buf;
+    ledger_block_header_encode(&h, buf);
+    if (count > 0) {
+        memcpy(buf + LEDGER_BLOCK_HEADER_BYTES, tx_bytes, (size_t)count * LEDGER_TX_BYTES);
+        memcpy(buf + LEDGER_BLOCK_HEADER_BYTES + (size_t)count * LEDGER_TX_BYTES, l->results,
+               count);
+    }
+    tc_hash hash;
+    ledger_block_header_hash(&h, &hash);
+
+    /* One WriteBatch: staged meta (already in l->batch), block, index, accounts, head. */
+    rocksdb_writebatch_set_save_point(l->batch);
+    uint8_t bkey[9];
+    ledger_block_key(height, bkey);
+    rocksdb_writebatch_put(l->batch, (const char *)bkey, sizeof(bkey), (const char *)buf, size);
+    for (uint32_t i = 0; i < count; i++) {
+        if (!l->indexed[i])
+            continue;
+        uint8_t key[1 + TC_HASH_BYTES], val[LEDGER_TXINDEX_BYTES];
+        key[0] = LEDGER_KEY_TX;
+        memcpy(key + 1, l->hashes[i].b, TC_HASH_BYTES);
+        ledger_put_u64(val, height);
+        ledger_put_u32(val + 8, i);
+        val[12] = l->results[i];
+        rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)val,
+                               sizeof(val));
+    }
+    for (uint32_t i = 0; i < l->nacct; i++) {
+        struct acct_entry *e = &l->accts[i];
+        if (!e->dirty)
+            continue;
+        uint8_t key[1 + TC_PUBKEY_BYTES], val[LEDGER_ACCOUNT_BYTES];
+        account_key(&e->pk, key);
+        account_encode(&e->cur, val);
+        rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)val,
+                               sizeof(val));
+    }
+    uint8_t hkey = LEDGER_KEY_HEAD, head[LEDGER_HEAD_BYTES];
+    head_encode(l, height, &hash, &l->lt_next, head);
+    rocksdb_writebatch_put(l->batch, (const char *)&hkey, 1, (const char *)head, sizeof(head));
+    rc = db_write(l, err);
+    if (rc != TALLY_OK) {
+        rocksdb_writebatch_rollback_to_save_point(l->batch, NULL); /* keep staged meta */
+        goto fail;
+    }
+    rocksdb_writebatch_clear(l->batch);
+    l->height = height;
+    l->head_hash = hash;
+    l->lt = l->lt_next;
+    if (out != NULL) {
+        out->height = height;
+        out->block_hash = hash;
+        out->state_digest = h.state_digest;
+        out->count = count;
+        out->results = l->results;
+        out->tx_hashes = l->hashes;
+    }
+    return TALLY_OK;
+fail:
+    return tally_err_wrap(err, "applying block %llu", (unsigned long long)height);
+}
+
+int ledger_apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_bytes, uint32_t count,
+                       struct ledger_block_result *out, struct tally_err *err)
+{
+    return apply_block(l, height, tx_bytes, count, NULL, true, out, err);
+}
+
+int ledger_apply_block_verified(struct ledger *l, uint64_t height, const uint8_t *tx_bytes,
+                                uint32_t count, const uint8_t *sig_ok,
+                                struct ledger_block_result *out, struct tally_err *err)
+{
+    return apply_block(l, height, tx_bytes, count, sig_ok, false, out, err);
+}
+
+/* ---- queries ----------------------------------------------------------------- */
+
+int ledger_get_block(struct ledger *l, uint64_t height, uint8_t **bytes, size_t *len, bool *found,
+                     struct tally_err *err)
+{
+    *bytes = NULL;
+    *len = 0;
+    *found = false;
+    uint8_t key[9];
+    ledger_block_key(height, key);
+    char *val = NULL;
+    size_t vlen = 0;
+    int rc = db_get(l, key, sizeof(key), &val, &vlen, err);
+    if (rc != TALLY_OK || val == NULL)
+        return rc;
+    struct ledger_block b;
+    struct tally_err derr = {0};
+    if (ledger_block_decode((const uint8_t *)val, vlen, &b, &derr) != TALLY_OK ||
+        b.h.height != height) {
+        free(val);
+        return tally_errf(err, TALLY_ECORRUPT, "data directory %s is corrupt: block %llu: %s",
+                          l->dir, (unsigned long long)height,
+                          derr.code ? derr.msg : "stored under the wrong height");
+    }
+    *bytes = (uint8_t *)val;
+    *len = vlen;
+    *found = true;
+    return TALLY_OK;
+}
+
+int ledger_get_account(struct ledger *l, const tc_pubkey *pk, struct ledger_account *out,
+                       bool *found, struct tally_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    *found = false;
+    uint8_t key[1 + TC_PUBKEY_BYTES];
+    account_key(pk, key);
+    char *val = NULL;
+    size_t len = 0;
+    int rc = db_get(l, key, sizeof(key), &val, &len, err);
+    if (rc == TALLY_OK && val != NULL) {
+        rc = account_decode(l, pk, val, len, out, err);
+        *found = rc == TALLY_OK;
+    }
+    free(val);
+    return rc;
+}
+
+int ledger_get_tx(struct ledger *l, const tc_hash *h, uint64_t *height, uint32_t *index,
+                  uint8_t *result, bool *found, struct tally_err *err)
+{
+    *found = false;
+    uint8_t key[1 + TC_HASH_BYTES];
+    key[0] = LEDGER_KEY_TX;
+    memcpy(key + 1, h->b, TC_HASH_BYTES);
+    char *val = NULL;
+    size_t len = 0;
+    int rc = db_get(l, key, sizeof(key), &val, &len, err);
+    if (rc != TALLY_OK || val == NULL)
+        return rc;
+    if (len != LEDGER_TXINDEX_BYTES) {
+        free(val);
+        return tally_errf(err, TALLY_ECORRUPT,
+                          "data directory %s is corrupt: tx index entry of %zu bytes", l->dir, len);
+    }
+    const uint8_t *p = (const uint8_t *)val;
+    if (height != NULL)
+        *height = ledger_get_u64(p);
+    if (index != NULL)
+        *index = ledger_get_u32(p + 8);
+    if (result != NULL)
+        *result = p[12];
+    *found = true;
+    free(val);
+    return TALLY_OK;
+}
+
+/* ---- meta -------------------------------------------------------------------- */
+
+static int meta_key(const void *key, size_t key_len, uint8_t out[1 + LEDGER_META_MAX_KEY],
+                    struct tally_err *err)
+{
+    if (key == NULL || key_len == 0 || key_len > LEDGER_META_MAX_KEY)
+        return tally_errf(err, TALLY_EINVAL, "meta key of %zu bytes (1..%d)", key_len,
+                          LEDGER_META_MAX_KEY);
+    out[0] = LEDGER_KEY_META;
+    memcpy(out + 1, key, key_len);
+    return TALLY_OK;
+}
+
+int ledger_stage_meta_put(struct ledger *l, const void *key, size_t key_len, const void *val,
+                          size_t val_len, struct tally_err *err)
+{
+    uint8_t k[1 + LEDGER_META_MAX_KEY];
+    int rc = meta_key(key, key_len, k, err);
+    if (rc != TALLY_OK)
+        return rc;
+    if (val_len > LEDGER_META_MAX_VALUE || (val == NULL && val_len > 0))
+        return tally_errf(err, TALLY_ETOOBIG, "meta value of %zu bytes", val_len);
+    if (l->read_only)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s is open read-only", l->dir);
+    rocksdb_writebatch_put(l->batch, (const char *)k, key_len + 1, val ? (const char *)val : "",
+                           val_len);
+    return TALLY_OK;
+}
+
+int ledger_stage_meta_delete(struct ledger *l, const void *key, size_t key_len,
+                             struct tally_err *err)
+{
+    uint8_t k[1 + LEDGER_META_MAX_KEY];
+    int rc = meta_key(key, key_len, k, err);
+    if (rc != TALLY_OK)
+        return rc;
+    if (l->read_only)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s is open read-only", l->dir);
+    rocksdb_writebatch_delete(l->batch, (const char *)k, key_len + 1);
+    return TALLY_OK;
+}
+
+int ledger_meta_flush(struct ledger *l, struct tally_err *err)
+{
+    if (rocksdb_writebatch_count(l->batch) == 0)
+        return TALLY_OK;
+    int rc = db_write(l, err);
+    if (rc != TALLY_OK)
+        return tally_err_wrap(err, "writing protocol state");
+    rocksdb_writebatch_clear(l->batch);
+    return TALLY_OK;
+}
+
+int ledger_put_meta(struct ledger *l, const void *key, size_t key_len, const void *val,
+                    size_t val_len, struct tally_err *err)
+{
+    int rc = ledger_stage_meta_put(l, key, key_len, val, val_len, err);
+    return rc != TALLY_OK ? rc : ledger_meta_flush(l, err);
+}
+
+int ledger_delete_meta(struct ledger *l, const void *key, size_t key_len, struct tally_err *err)
+{
+    int rc = ledger_stage_meta_delete(l, key, key_len, err);
+    return rc != TALLY_OK ? rc : ledger_meta_flush(l, err);
+}
+
+int ledger_delete_meta_range(struct ledger *l, const void *begin, size_t begin_len, const void *end,
+                             size_t end_len, struct tally_err *err)
+{
+    uint8_t b[1 + LEDGER_META_MAX_KEY], e[1 + LEDGER_META_MAX_KEY];
+    int rc = meta_key(begin, begin_len, b, err);
+    if (rc == TALLY_OK)
+        rc = meta_key(end, end_len, e, err);
+    if (rc != TALLY_OK)
+        return rc;
+    if (l->read_only)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s is open read-only", l->dir);
+    rocksdb_writebatch_delete_range(l->batch, (const char *)b, begin_len + 1, (const char *)e,
+                                    end_len + 1);
+    return ledger_meta_flush(l, err);
+}
+
+int ledger_get_meta(struct ledger *l, const void *key, size_t key_len, void **val, size_t *val_len,
+                    bool *found, struct tally_err *err)
+{
+    *val = NULL;
+    *val_len = 0;
+    *found = false;
+    uint8_t k[1 + LEDGER_META_MAX_KEY];
+    int rc = meta_key(key, key_len, k, err);
+    if (rc != TALLY_OK)
+        return rc;
+    char *v = NULL;
+    size_t len = 0;
+    rc = db_get(l, k, key_len + 1, &v, &len, err);
+    if (rc != TALLY_OK || v == NULL)
+        return rc;
+    *val = v;
+    *val_len = len;
+    *found = true;
+    return TALLY_OK;
+}
