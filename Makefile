@@ -69,6 +69,7 @@ SIM_BINS := $(SIM_SRCS:%.c=$(BUILD)/%)
 TEST_HELPER_SRCS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/%.o)
 
+.SECONDARY:
 .PHONY: all test check unit sim e2e demo fuzz fuzz-build clean deps format format-check
 all: $(BUILD)/tallyd $(BUILD)/tally
 

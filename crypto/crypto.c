@@ -39,6 +39,14 @@ int tc_keypair_generate(tc_keypair *kp)
     return rc;
 }
 
+void tc_keypair_regenerate(tc_keypair *kp)
+{
+    uint8_t seed[TC_SEED_BYTES];
+    randombytes_buf(seed, sizeof(seed));
+    crypto_sign_seed_keypair(kp->pk.b, kp->sk, seed);
+    sodium_memzero(seed, sizeof(seed));
+}
+
 void tc_keypair_seed(const tc_keypair *kp, uint8_t seed[TC_SEED_BYTES])
 {
     crypto_sign_ed25519_sk_to_seed(seed, kp->sk);

@@ -41,6 +41,9 @@ typedef struct tc_keypair {
 int tc_init(void);
 
 int tc_keypair_generate(tc_keypair *kp);
+/* Replace kp's key with a fresh random one, reusing its guarded memory (for
+ * writing many keys: sodium_malloc per key costs more than the key). */
+void tc_keypair_regenerate(tc_keypair *kp);
 /* Deterministic key pair from a 32-byte seed (tests, key files). */
 int tc_keypair_from_seed(tc_keypair *kp, const uint8_t seed[TC_SEED_BYTES]);
 /* Copy the 32-byte seed out of kp (for writing key files). */
@@ -94,6 +97,11 @@ void tc_lthash_deserialize(tc_lthash *h, const uint8_t in[TC_LTHASH_BYTES]);
  * errors naming the file and what is wrong (missing, wrong permissions, wrong
  * format, wrong size, public key not matching the seed). */
 int tc_keyfile_write(const char *path, const tc_keypair *kp, struct tally_err *err);
+/* TC_KEYFILE_NOSYNC skips the per-file fsync: the caller makes a whole
+ * directory of key files durable at once (syncfs). */
+#define TC_KEYFILE_NOSYNC 1u
+int tc_keyfile_write_flags(const char *path, const tc_keypair *kp, unsigned flags,
+                           struct tally_err *err);
 int tc_keyfile_read(const char *path, tc_keypair *kp, struct tally_err *err);
 
 /* A public key as 64 hex chars. Returns 0 or TALLY_EFORMAT (with err set). */

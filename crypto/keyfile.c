@@ -23,6 +23,12 @@ int tc_pubkey_parse(const char *hex, tc_pubkey *pk, struct tally_err *err)
 
 int tc_keyfile_write(const char *path, const tc_keypair *kp, struct tally_err *err)
 {
+    return tc_keyfile_write_flags(path, kp, 0, err);
+}
+
+int tc_keyfile_write_flags(const char *path, const tc_keypair *kp, unsigned flags,
+                           struct tally_err *err)
+{
     uint8_t seed[TC_SEED_BYTES];
     char seed_hex[2 * TC_SEED_BYTES + 1];
     char pk_hex[2 * TC_PUBKEY_BYTES + 1];
@@ -34,8 +40,8 @@ int tc_keyfile_write(const char *path, const tc_keypair *kp, struct tally_err *e
     tc_keypair_seed(kp, seed);
     tc_hex_encode(seed, sizeof(seed), seed_hex);
     tc_hex_encode(kp->pk.b, TC_PUBKEY_BYTES, pk_hex);
-    obj = json_pack("{s:s, s:s, s:s}", "type", KEYFILE_TYPE, "public_key", pk_hex, "seed",
-                    seed_hex);
+    obj =
+        json_pack("{s:s, s:s, s:s}", "type", KEYFILE_TYPE, "public_key", pk_hex, "seed", seed_hex);
     if (obj == NULL) {
         rc = tally_errf(err, TALLY_ENOMEM, "%s: cannot build key file", path);
         goto out;
@@ -52,7 +58,8 @@ int tc_keyfile_write(const char *path, const tc_keypair *kp, struct tally_err *e
         goto out;
     }
     size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
+    if (write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
+        (!(flags & TC_KEYFILE_NOSYNC) && fsync(fd) != 0)) {
         rc = tally_errf(err, TALLY_EIO, "%s: cannot write key file: %s", path, strerror(errno));
         unlink(path);
         goto out;
@@ -99,8 +106,8 @@ int tc_keyfile_read(const char *path, tc_keypair *kp, struct tally_err *err)
         goto out;
     }
     if (st.st_size > KEYFILE_MAX_BYTES) {
-        rc = tally_errf(err, TALLY_ETOOBIG, "%s: key file is %lld bytes, at most %d expected",
-                        path, (long long)st.st_size, KEYFILE_MAX_BYTES);
+        rc = tally_errf(err, TALLY_ETOOBIG, "%s: key file is %lld bytes, at most %d expected", path,
+                        (long long)st.st_size, KEYFILE_MAX_BYTES);
         goto out;
     }
     got = read(fd, buf, KEYFILE_MAX_BYTES);
@@ -117,8 +124,8 @@ int tc_keyfile_read(const char *path, tc_keypair *kp, struct tally_err *err)
     }
     const char *type = json_string_value(json_object_get(obj, "type"));
     if (type == NULL || strcmp(type, KEYFILE_TYPE) != 0) {
-        rc = tally_errf(err, TALLY_EFORMAT, "%s: field \"type\" must be \"%s\"", path,
-                        KEYFILE_TYPE);
+        rc =
+            tally_errf(err, TALLY_EFORMAT, "%s: field \"type\" must be \"%s\"", path, KEYFILE_TYPE);
         goto out;
     }
     const char *seed_hex = json_string_value(json_object_get(obj, "seed"));

@@ -259,57 +259,9 @@ static int new_key(const char *path, tc_pubkey *pk, struct tally_err *err)
     return rc;
 }
 
-/* Account keys. tc_keyfile_write fsyncs every file, which makes 100000
- * accounts take a minute on ordinary disks; here each file is written the
- * same way (same format, mode 0600, O_EXCL) without its own fsync, and one
- * syncfs() at the end makes them all durable. The format must stay the one
- * tc_keyfile_read accepts (tests/unit/test_config.c reads these back).
- * TODO(crypto): replace with a no-sync flag on tc_keyfile_write. */
-#define INIT_KEYFILE_TYPE "tally-ed25519-key"
-
-/* Secrets for one key at a time, in one guarded allocation reused for every
- * account (a sodium_malloc per key costs more than the key itself). */
-struct key_scratch {
-    uint8_t seed[TC_SEED_BYTES];
-    uint8_t sk[TC_SECRET_BYTES];
-    char seed_hex[2 * TC_SEED_BYTES + 1];
-    char text[512];
-};
-
-static int write_key_nosync(const char *path, struct key_scratch *ks, tc_pubkey *pk,
-                            struct tally_err *err)
-{
-    char pk_hex[2 * TC_PUBKEY_BYTES + 1];
-    int rc = TALLY_OK;
-    randombytes_buf(ks->seed, sizeof(ks->seed));
-    crypto_sign_seed_keypair(pk->b, ks->sk, ks->seed);
-    tc_hex_encode(ks->seed, sizeof(ks->seed), ks->seed_hex);
-    tc_hex_encode(pk->b, TC_PUBKEY_BYTES, pk_hex);
-    /* All values are hex: nothing to escape. */
-    int len = snprintf(ks->text, sizeof(ks->text),
-                       "{\n  \"type\": \"%s\",\n  \"public_key\": \"%s\",\n  \"seed\": \"%s\"\n}\n",
-                       INIT_KEYFILE_TYPE, pk_hex, ks->seed_hex);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = tally_errf(err, errno == EEXIST ? TALLY_EEXIST : TALLY_EIO,
-                        "%s: cannot create key file: %s", path, strerror(errno));
-        goto out;
-    }
-    if (write(fd, ks->text, (size_t)len) != len) {
-        rc = tally_errf(err, TALLY_EIO, "%s: cannot write key file: %s", path, strerror(errno));
-        close(fd);
-        unlink(path);
-        goto out;
-    }
-    if (close(fd) != 0) {
-        rc = tally_errf(err, TALLY_EIO, "%s: cannot write key file: %s", path, strerror(errno));
-        unlink(path);
-    }
-out:
-    sodium_memzero(ks, sizeof(*ks));
-    return rc;
-}
-
+/* Account keys are written without a per-file fsync (100000 of them would
+ * take a minute); one syncfs() at the end makes them all durable. One key
+ * pair's guarded memory is reused for every account. */
 static int write_account_keys(struct init_state *st, tc_pubkey *pks, uint32_t count,
                               struct tally_err *err)
 {
@@ -318,19 +270,22 @@ static int write_account_keys(struct init_state *st, tc_pubkey *pks, uint32_t co
     if (st->account_done == NULL)
         return tally_errf(err, TALLY_ENOMEM, "out of memory for %u accounts", count);
     st->account_keys = count;
-    struct key_scratch *ks = sodium_malloc(sizeof(*ks));
-    if (ks == NULL)
+    tc_keypair kp = {0};
+    if (tc_keypair_generate(&kp) != TALLY_OK)
         return tally_errf(err, TALLY_ENOMEM, "out of memory for key material");
     int rc = TALLY_OK;
     for (uint32_t i = 0; i < count && rc == TALLY_OK; i++) {
         if (init_path(path, sizeof(path), st, "accounts/account-%u.key", i) != 0)
             rc = tally_errf(err, TALLY_EINVAL, "%s: path too long", st->dir);
-        else
-            rc = write_key_nosync(path, ks, &pks[i], err);
+        else {
+            tc_keypair_regenerate(&kp);
+            pks[i] = kp.pk;
+            rc = tc_keyfile_write_flags(path, &kp, TC_KEYFILE_NOSYNC, err);
+        }
         if (rc == TALLY_OK)
             st->account_done[i] = 1;
     }
-    sodium_free(ks);
+    tc_keypair_free(&kp);
     if (rc != TALLY_OK)
         return rc;
     if (init_path(path, sizeof(path), st, "accounts") != 0)
