@@ -31,9 +31,9 @@ $(if $(wildcard /usr/include/$(1) /usr/local/include/$(1)),,$(error missing $(1)
 endef
 
 DEB_PACKAGES := build-essential pkg-config libsodium-dev libssl-dev libnng-dev librocksdb-dev \
-                libjansson-dev libcmocka-dev
+                libjansson-dev libcmocka-dev clang libclang-rt-14-dev jq
 
-ifeq ($(filter deps clean format format-check check,$(MAKECMDGOALS)),)
+ifeq ($(filter deps clean format format-check check fuzz,$(MAKECMDGOALS)),)
 ifeq ($(MAKECMDGOALS)$(shell command -v pkg-config),)
 $(error missing pkg-config: install the Debian package pkg-config (or run: make deps))
 endif
@@ -70,7 +70,7 @@ TEST_HELPER_SRCS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/%.o)
 
 .SECONDARY:
-.PHONY: all test check unit sim e2e demo fuzz fuzz-build clean deps format format-check
+.PHONY: all test check unit sim e2e demo fuzz fuzz-build fuzz-corpus clean deps format format-check
 all: $(BUILD)/tallyd $(BUILD)/tally
 
 $(BUILD)/%.o: %.c
@@ -103,6 +103,9 @@ test: all $(UNIT_BINS) $(SIM_BINS)
 check:
 	$(MAKE) test
 	$(MAKE) test SANITIZE=1 SEEDS=100
+	$(MAKE) fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
+
+CHECK_FUZZ_SECONDS ?= 10
 
 # The main job: a 4-node local testnet on 127.0.0.1, a few transfers, its status.
 demo: all
@@ -127,6 +130,13 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./tests/fuzz/run.sh
 
 fuzz-build: $(FUZZ_BINS)
+
+# Regenerate the committed seed corpus (valid inputs of every kind).
+fuzz-corpus: $(BUILD)/tests/fuzz/make_corpus
+	$(BUILD)/tests/fuzz/make_corpus
+
+$(BUILD)/tests/fuzz/make_corpus: $(BUILD)/tests/fuzz/make_corpus.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 build-fuzz/fuzz/%: $(BUILD)/tests/fuzz/%.o $(LIB)
 	@mkdir -p $(dir $@)

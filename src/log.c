@@ -50,7 +50,7 @@ void tally_log_write(enum tally_log_level level, const char *id, const char *fmt
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     pthread_mutex_lock(&log_lock);
-    fprintf(stderr, "%s.%03ldZ %s [%s] %s %s\n", stamp, ts.tv_nsec / 1000000L,
-            level_names[level], log_tag, id, line);
+    fprintf(stderr, "%s.%03ldZ %s [%s] %s %s\n", stamp, ts.tv_nsec / 1000000L, level_names[level],
+            log_tag, id, line);
     pthread_mutex_unlock(&log_lock);
 }

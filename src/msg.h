@@ -26,6 +26,11 @@
  *                 u64 a, u64 b, u8 c   -- balance: a=balance b=nonce; tx: a=height b=index c=result
  *   STATUS_REQ    empty
  *   STATUS_REPLY  u32 length, JSON text (<= MSG_MAX_STATUS_JSON)
+ *   STATUS_ACTIVE u64 view, u64 last executed seq  -- a replica's periodic "where I am";
+ *                 peers answer with the log messages it lacks (Castro's thesis §5.2)
+ * Client messages (REQUEST, QUERY, STATUS_REQ) carry sender MSG_SENDER_CLIENT and a
+ * zero signature; every other type a replica id. A body must be exactly as long as
+ * its type says: trailing bytes are rejected.
  * Types for checkpoints, view changes and state transfer are added by later issues. */
 #ifndef TALLY_MSG_H
 #define TALLY_MSG_H
@@ -54,6 +59,7 @@ enum msg_type {
     MSG_QUERY_REPLY = 7,
     MSG_STATUS_REQ = 8,
     MSG_STATUS_REPLY = 9,
+    MSG_STATUS_ACTIVE = 10, /* replica -> replicas: retransmission hint (added, issue 2) */
     MSG_TYPE_MAX
 };
 
@@ -107,6 +113,9 @@ struct msg {
             uint32_t len;
             const char *json; /* not NUL-terminated */
         } status;
+        struct {
+            uint64_t view, last_executed;
+        } status_active;
     } u;
     const uint8_t *signed_bytes; /* envelope header + body, for verification */
     size_t signed_len;
@@ -156,14 +165,16 @@ int msg_encode_phase(struct msg_buf *out, enum msg_type type, uint32_t sender, u
 int msg_encode_reply(struct msg_buf *out, uint32_t sender, uint64_t view, uint64_t height,
                      const tc_hash *block_hash, const struct msg_reply_entry *entries,
                      uint32_t count, const struct msg_signer *signer);
-int msg_encode_query(struct msg_buf *out, uint8_t kind, uint64_t request_id,
-                     const uint8_t key[32]);
-int msg_encode_query_reply(struct msg_buf *out, uint32_t sender, uint8_t kind,
-                           uint64_t request_id, const uint8_t key[32], uint8_t found,
-                           uint64_t height, uint64_t a, uint64_t b, uint8_t c,
-                           const struct msg_signer *signer);
+int msg_encode_query(struct msg_buf *out, uint8_t kind, uint64_t request_id, const uint8_t key[32]);
+int msg_encode_query_reply(struct msg_buf *out, uint32_t sender, uint8_t kind, uint64_t request_id,
+                           const uint8_t key[32], uint8_t found, uint64_t height, uint64_t a,
+                           uint64_t b, uint8_t c, const struct msg_signer *signer);
 int msg_encode_status_req(struct msg_buf *out);
 int msg_encode_status_reply(struct msg_buf *out, uint32_t sender, const char *json, size_t len,
                             const struct msg_signer *signer);
+int msg_encode_status_active(struct msg_buf *out, uint32_t sender, uint64_t view,
+                             uint64_t last_executed, const struct msg_signer *signer);
+/* 1 when `type` is sent by clients (sender MSG_SENDER_CLIENT, zero signature). */
+int msg_type_is_client(enum msg_type type);
 
 #endif

@@ -19,7 +19,8 @@
  *    ledger (which de-duplicates by transaction hash) and replies to clients.
  *
  * Prefix: pbft_. Module files: pbft.c (state, watermarks, dispatch),
- * recv_request.c, recv_pre_prepare.c, recv_prepare.c, recv_commit.c, ... */
+ * recv_request.c, recv_pre_prepare.c, recv_prepare.c, recv_commit.c,
+ * recv_status_active.c (retransmission), ... See docs/PROTOCOL.md. */
 #ifndef TALLY_PBFT_H
 #define TALLY_PBFT_H
 
@@ -45,6 +46,13 @@ struct pbft_config {
     uint32_t max_inflight;        /* pre-prepared but not yet executed batches, primary side */
     uint64_t request_timeout_ms;  /* view change timer (issue 5) */
     tc_pubkey replica_keys[PBFT_MAX_REPLICAS];
+    /* Added (issue 2): how often a replica broadcasts STATUS-ACTIVE so that
+     * peers retransmit what it lacks; 0 = request_timeout_ms / 4, or 100 ms. */
+    uint64_t retransmit_ms;
+    /* TESTS ONLY: 0 = the real quorums (2f prepares, 2f+1 commits); nonzero =
+     * this many commits and (value - 1) prepares. Exists so that the simulator
+     * can prove its invariant checker detects a broken protocol. */
+    uint32_t test_quorum_override;
 };
 
 /* What the core asks its environment to make durable (its promises). */
@@ -62,6 +70,8 @@ struct pbft_persist {
     uint64_t seq;
     tc_hash digest;
     const struct msg_batch *batch; /* PREPREPARE only; valid during the call */
+    tc_sig sig; /* PREPREPARE only (added, issue 2): the primary's envelope signature,
+                 * so that a restored replica can retransmit the pre-prepare */
 };
 
 struct pbft_io {

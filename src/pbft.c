@@ -1,0 +1,458 @@
+/* The PBFT core: replica state, the log and its watermarks, quorums, sending,
+ * in-order execution and the event entry points (Castro & Liskov, OSDI '99,
+ * §4.2-§4.3; the handlers for each message live in recv_*.c).
+ *
+ * The log is a ring of 2 * window slots. Sequence numbers in (h, h + L] are
+ * accepted (L = window, h = low watermark); slots in (h - L, h] are retained
+ * so that a lagging replica can still be sent what it lacks. Until the
+ * checkpoint issue lands, h is our own last executed seq rounded down to a
+ * multiple of K (a local stand-in for the stable checkpoint of §4.3:
+ * "the low-water mark h is equal to the sequence number of the last stable
+ * checkpoint"). Entries at or below h - L are discarded (reused). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/pbft_internal.h"
+
+/* --- configuration -------------------------------------------------------- */
+
+static bool config_ok(const struct pbft_config *c)
+{
+    if (c->n == 0 || c->n > PBFT_MAX_REPLICAS || c->n != 3 * c->f + 1 || c->id >= c->n)
+        return false;
+    if (c->checkpoint_interval == 0 || c->window == 0 || c->window % c->checkpoint_interval)
+        return false;
+    if (c->window > (1u << 20)) /* the ring holds 2 * window slots */
+        return false;
+    if (c->batch_max_txs == 0 || c->batch_max_txs > MSG_MAX_BATCH)
+        return false;
+    if (c->max_inflight == 0 || c->max_inflight > c->window)
+        return false;
+    return true;
+}
+
+static uint64_t pow2_at_least(uint64_t v)
+{
+    uint64_t p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+static uint64_t low_for(const struct pbft *p, uint64_t executed)
+{
+    return executed - executed % p->cfg.checkpoint_interval;
+}
+
+struct pbft *pbft_create(const struct pbft_config *cfg, const struct pbft_io *io,
+                         uint64_t last_executed)
+{
+    if (cfg == NULL || io == NULL || !config_ok(cfg) || io->sign == NULL || io->persist == NULL ||
+        io->send == NULL || io->execute == NULL)
+        return NULL;
+    struct pbft *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->cfg = *cfg;
+    p->io = *io;
+    if (cfg->test_quorum_override != 0) {
+        p->quorum_commit = cfg->test_quorum_override;
+        p->quorum_prepare = cfg->test_quorum_override - 1;
+    } else {
+        p->quorum_prepare = 2 * cfg->f;    /* "2f prepares from different backups" */
+        p->quorum_commit = 2 * cfg->f + 1; /* "2f+1 matching commits" */
+    }
+    p->last_executed = last_executed;
+    p->low = low_for(p, last_executed);
+    p->next_seq = last_executed;
+    p->nslots = 2 * cfg->window;
+    p->slots = calloc(p->nslots, sizeof(*p->slots));
+    uint64_t want = 4ull * cfg->batch_max_txs * cfg->max_inflight;
+    p->qcap = pow2_at_least(want < 1024 ? 1024 : want > (1u << 20) ? (1u << 20) : want);
+    p->queue = calloc(p->qcap, sizeof(*p->queue));
+    p->setcap = 2 * p->qcap;
+    p->set = calloc(p->setcap, sizeof(*p->set));
+    msg_buf_init(&p->out);
+    if (p->slots == NULL || p->queue == NULL || p->set == NULL) {
+        pbft_destroy(p);
+        return NULL;
+    }
+    return p;
+}
+
+void pbft_destroy(struct pbft *p)
+{
+    if (p == NULL)
+        return;
+    if (p->slots != NULL) {
+        for (uint64_t i = 0; i < p->nslots; i++) {
+            free(p->slots[i].txs);
+            free(p->slots[i].hashes);
+        }
+    }
+    free(p->slots);
+    free(p->queue);
+    free(p->set);
+    msg_buf_free(&p->out);
+    free(p);
+}
+
+uint32_t pbft_primary_of(const struct pbft *p, uint64_t view)
+{
+    /* §4.1: "The primary of a view is replica p such that p = v mod |R|." */
+    return (uint32_t)(view % p->cfg.n);
+}
+
+bool pbft_is_primary(const struct pbft *p)
+{
+    return pbft_primary_of(p, p->view) == p->cfg.id;
+}
+
+void pbft_get_status(const struct pbft *p, struct pbft_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->view = p->view;
+    out->primary = pbft_primary_of(p, p->view);
+    out->last_executed = p->last_executed;
+    out->last_stable_checkpoint = 0; /* checkpoints: a later issue */
+    out->low_watermark = p->low;
+    out->high_watermark = p->low + p->cfg.window;
+    out->queued_requests = p->qlive;
+    out->dropped_messages = p->dropped;
+}
+
+/* --- the log -------------------------------------------------------------- */
+
+bool pbft_in_window(const struct pbft *p, uint64_t seq)
+{
+    /* §4.2: accept only if "the sequence number n is between a low water mark,
+     * h, and a high water mark, H" (h < n <= H = h + L). */
+    return seq > p->low && seq - p->low <= p->cfg.window;
+}
+
+static void slot_reset(struct pbft_slot *s, uint64_t seq, uint64_t now_ms)
+{
+    uint8_t *txs = s->txs;
+    tc_hash *hashes = s->hashes;
+    uint32_t cap = s->cap;
+    memset(s, 0, sizeof(*s));
+    s->txs = txs;
+    s->hashes = hashes;
+    s->cap = cap;
+    s->seq = seq;
+    s->since_ms = now_ms;
+}
+
+struct pbft_slot *pbft_slot_find(struct pbft *p, uint64_t seq)
+{
+    if (seq == 0)
+        return NULL;
+    struct pbft_slot *s = &p->slots[seq % p->nslots];
+    return s->seq == seq ? s : NULL;
+}
+
+struct pbft_slot *pbft_slot_acquire(struct pbft *p, uint64_t seq)
+{
+    if (!pbft_in_window(p, seq))
+        return NULL;
+    struct pbft_slot *s = &p->slots[seq % p->nslots];
+    if (s->seq != seq) {
+        /* What lived here is at or below h - L: discarded (see the top). */
+        slot_reset(s, seq, p->now_ms);
+    }
+    return s;
+}
+
+int pbft_slot_store_batch(struct pbft *p, struct pbft_slot *s, const struct msg_batch *b)
+{
+    (void)p;
+    if (b->count > s->cap) {
+        uint8_t *txs = realloc(s->txs, (size_t)b->count * LEDGER_TX_BYTES);
+        if (txs == NULL)
+            return TALLY_ENOMEM;
+        s->txs = txs;
+        tc_hash *hashes = realloc(s->hashes, (size_t)b->count * sizeof(tc_hash));
+        if (hashes == NULL)
+            return TALLY_ENOMEM;
+        s->hashes = hashes;
+        s->cap = b->count;
+    }
+    s->count = b->count;
+    if (b->count > 0)
+        memcpy(s->txs, b->tx_bytes, (size_t)b->count * LEDGER_TX_BYTES);
+    for (uint32_t i = 0; i < b->count; i++)
+        ledger_tx_hash_bytes(s->txs + (size_t)i * LEDGER_TX_BYTES, &s->hashes[i]);
+    return TALLY_OK;
+}
+
+void pbft_drop(struct pbft *p, const char *why, const struct msg *m)
+{
+    p->dropped++;
+    LOG_DEBUG("L2100", "r%u v%llu dropped type %d from %u: %s", p->cfg.id,
+              (unsigned long long)p->view, m ? (int)m->type : 0, m ? m->sender : 0, why);
+}
+
+bool pbft_persist_rec(struct pbft *p, const struct pbft_persist *rec)
+{
+    if (p->failed)
+        return false;
+    int rc = p->io.persist(p->io.ctx, rec);
+    if (rc != TALLY_OK) {
+        p->failed = true;
+        LOG_ERROR("L2101", "r%u v%llu n%llu persist failed (%s): no more promises", p->cfg.id,
+                  (unsigned long long)rec->view, (unsigned long long)rec->seq, tally_strerror(rc));
+        return false;
+    }
+    return true;
+}
+
+/* --- sending -------------------------------------------------------------- */
+
+static void copy_sig(void *ctx, const uint8_t *bytes, size_t len, tc_sig *out)
+{
+    (void)bytes;
+    (void)len;
+    *out = *(const tc_sig *)ctx;
+}
+
+void pbft_send_pre_prepare(struct pbft *p, int to, const struct pbft_slot *s)
+{
+    /* The encoding is canonical, so re-encoding with the primary's stored
+     * signature reproduces exactly the bytes it signed. */
+    struct msg_signer signer = {.ctx = (void *)&s->pp_sig, .sign = copy_sig};
+    struct msg_batch b = {.count = s->count, .tx_bytes = s->txs};
+    msg_buf_reset(&p->out);
+    if (msg_encode_pre_prepare(&p->out, pbft_primary_of(p, s->view), s->view, s->seq, &b,
+                               &signer) != TALLY_OK)
+        return;
+    p->io.send(p->io.ctx, to, p->out.data, p->out.len);
+}
+
+void pbft_send_phase(struct pbft *p, int to, enum msg_type type, const struct pbft_slot *s)
+{
+    struct msg_signer signer = {.ctx = p->io.ctx, .sign = p->io.sign};
+    const tc_hash *d =
+        type == MSG_PREPARE ? &s->prepare_digest[p->cfg.id] : &s->commit_digest[p->cfg.id];
+    msg_buf_reset(&p->out);
+    if (msg_encode_phase(&p->out, type, p->cfg.id, s->view, s->seq, d, &signer) != TALLY_OK)
+        return;
+    p->io.send(p->io.ctx, to, p->out.data, p->out.len);
+}
+
+/* --- predicates and execution --------------------------------------------- */
+
+static uint32_t count_matching(uint32_t from, const tc_hash *digests, const tc_hash *d)
+{
+    uint32_t c = 0;
+    for (uint32_t i = 0; i < PBFT_MAX_REPLICAS; i++)
+        if ((from & (1u << i)) && memcmp(digests[i].b, d->b, TC_HASH_BYTES) == 0)
+            c++;
+    return c;
+}
+
+static void advance_low(struct pbft *p)
+{
+    uint64_t h = low_for(p, p->last_executed);
+    if (h <= p->low)
+        return;
+    p->low = h;
+    if (h > p->cfg.window) {
+        struct pbft_persist rec = {
+            .kind = PBFT_PERSIST_DISCARD_LOG, .view = p->view, .seq = h - p->cfg.window};
+        (void)pbft_persist_rec(p, &rec);
+    }
+}
+
+/* §4.3: "Replica i executes the operation requested by m after committed-local
+ * (m, v, n, i) is true and i's state reflects the sequential execution of all
+ * requests with lower sequence numbers." */
+static void execute_ready(struct pbft *p)
+{
+    for (;;) {
+        struct pbft_slot *s = pbft_slot_find(p, p->last_executed + 1);
+        if (s == NULL || !s->committed || s->executed || p->failed)
+            return;
+        struct msg_batch b = {.count = s->count, .tx_bytes = s->txs};
+        p->io.execute(p->io.ctx, s->view, s->seq, &b);
+        s->executed = true;
+        p->last_executed = s->seq;
+        for (uint32_t i = 0; i < s->count; i++)
+            pbft_txset_remove(p, &s->hashes[i]);
+        LOG_DEBUG("L2102", "r%u v%llu n%llu executed %u txs", p->cfg.id,
+                  (unsigned long long)s->view, (unsigned long long)s->seq, s->count);
+        advance_low(p);
+    }
+}
+
+void pbft_slot_progress(struct pbft *p, struct pbft_slot *s, uint64_t now_ms)
+{
+    (void)now_ms;
+    if (!s->has_pre_prepare || p->failed)
+        return;
+    uint32_t me = 1u << p->cfg.id;
+    if (!s->prepared) {
+        /* §4.2: prepared(m, v, n, i) is true iff i has the pre-prepare and 2f
+         * prepares from different backups that match it. The primary sends
+         * no PREPARE, so its bit never counts. */
+        uint32_t backups = s->prepare_from & ~(1u << pbft_primary_of(p, s->view));
+        if (count_matching(backups, s->prepare_digest, &s->digest) < p->quorum_prepare)
+            return;
+        s->prepared = true;
+        if (!s->sent_commit) {
+            /* §4.3: "Replica i multicasts a <COMMIT, v, n, D(m), i> to the other
+             * replicas when prepared(m, v, n, i) becomes true." */
+            struct pbft_persist rec = {
+                .kind = PBFT_PERSIST_COMMIT, .view = s->view, .seq = s->seq, .digest = s->digest};
+            if (!pbft_persist_rec(p, &rec))
+                return;
+            s->sent_commit = true;
+            s->commit_from |= me;
+            s->commit_digest[p->cfg.id] = s->digest;
+            pbft_send_phase(p, PBFT_BROADCAST, MSG_COMMIT, s);
+        }
+    }
+    if (!s->committed &&
+        count_matching(s->commit_from, s->commit_digest, &s->digest) >= p->quorum_commit) {
+        /* committed-local(m, v, n, i): prepared and 2f+1 matching commits
+         * (possibly including its own) from different replicas. */
+        s->committed = true;
+        execute_ready(p);
+    }
+}
+
+/* --- restart ---------------------------------------------------------------- */
+
+int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
+{
+    if (p == NULL || rec == NULL)
+        return TALLY_EINVAL;
+    uint32_t me = p->cfg.id;
+    struct pbft_slot *s = NULL;
+    if (rec->kind == PBFT_PERSIST_VIEW) {
+        if (rec->view > p->view)
+            p->view = rec->view;
+        return TALLY_OK;
+    }
+    if (rec->kind == PBFT_PERSIST_DISCARD_LOG)
+        return TALLY_OK;
+    if (rec->seq <= p->last_executed)
+        return TALLY_OK; /* already in the ledger */
+    s = pbft_slot_acquire(p, rec->seq);
+    if (s == NULL)
+        return TALLY_OK; /* cannot be outside the window we accepted it in */
+    switch (rec->kind) {
+    case PBFT_PERSIST_PREPREPARE: {
+        if (rec->batch == NULL || rec->batch->count > MSG_MAX_BATCH)
+            return TALLY_EINVAL;
+        int rc = pbft_slot_store_batch(p, s, rec->batch);
+        if (rc != TALLY_OK)
+            return rc;
+        msg_batch_digest(rec->batch, &s->digest);
+        s->view = rec->view;
+        s->pp_sig = rec->sig;
+        s->has_pre_prepare = true;
+        for (uint32_t i = 0; i < s->count; i++)
+            pbft_txset_mark_inflight(p, &s->hashes[i]);
+        if (pbft_primary_of(p, rec->view) == me && rec->seq > p->next_seq)
+            p->next_seq = rec->seq;
+        return TALLY_OK;
+    }
+    case PBFT_PERSIST_PREPARE:
+        s->view = rec->view;
+        s->sent_prepare = true;
+        s->prepare_from |= 1u << me;
+        s->prepare_digest[me] = rec->digest;
+        return TALLY_OK;
+    case PBFT_PERSIST_COMMIT:
+        s->view = rec->view;
+        s->sent_commit = true;
+        s->commit_from |= 1u << me;
+        s->commit_digest[me] = rec->digest;
+        return TALLY_OK;
+    default:
+        return TALLY_EINVAL;
+    }
+}
+
+/* --- events ----------------------------------------------------------------- */
+
+void pbft_on_request(struct pbft *p, const struct ledger_tx *tx, const tc_hash *tx_hash,
+                     uint64_t now_ms)
+{
+    p->now_ms = now_ms;
+    uint8_t bytes[LEDGER_TX_BYTES];
+    ledger_tx_encode(tx, bytes);
+    pbft_recv_request(p, bytes, tx_hash, now_ms);
+    pbft_try_propose(p, now_ms);
+}
+
+void pbft_on_message(struct pbft *p, const struct msg *m, uint64_t now_ms)
+{
+    p->now_ms = now_ms;
+    if (p->failed)
+        return;
+    if (m->type == MSG_REQUEST) {
+        for (uint32_t i = 0; i < m->u.request.count; i++) {
+            const uint8_t *tx = m->u.request.tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+            tc_hash h;
+            ledger_tx_hash_bytes(tx, &h);
+            pbft_recv_request(p, tx, &h, now_ms);
+        }
+        pbft_try_propose(p, now_ms);
+        return;
+    }
+    if (m->sender >= p->cfg.n) {
+        pbft_drop(p, "unknown sender", m);
+        return;
+    }
+    if (m->sender == p->cfg.id) {
+        pbft_drop(p, "from myself", m);
+        return;
+    }
+    switch (m->type) {
+    case MSG_PRE_PREPARE:
+        pbft_recv_pre_prepare(p, m, now_ms);
+        break;
+    case MSG_PREPARE:
+        pbft_recv_prepare(p, m, now_ms);
+        break;
+    case MSG_COMMIT:
+        pbft_recv_commit(p, m, now_ms);
+        break;
+    case MSG_STATUS_ACTIVE:
+        pbft_recv_status_active(p, m);
+        break;
+    default:
+        pbft_drop(p, "not a protocol message", m);
+        return;
+    }
+    pbft_try_propose(p, now_ms); /* execution may have freed the pipeline */
+}
+
+uint64_t pbft_retransmit_interval(const struct pbft *p)
+{
+    if (p->cfg.retransmit_ms != 0)
+        return p->cfg.retransmit_ms;
+    if (p->cfg.request_timeout_ms >= 4)
+        return p->cfg.request_timeout_ms / 4;
+    return 100;
+}
+
+void pbft_on_tick(struct pbft *p, uint64_t now_ms)
+{
+    p->now_ms = now_ms;
+    if (p->failed)
+        return;
+    pbft_try_propose(p, now_ms);
+    if (!p->status_sent || now_ms - p->last_status_ms >= pbft_retransmit_interval(p)) {
+        /* Castro's thesis §5.2: replicas periodically multicast a status
+         * message; peers retransmit what it shows the sender is missing. */
+        p->status_sent = true;
+        p->last_status_ms = now_ms;
+        struct msg_signer signer = {.ctx = p->io.ctx, .sign = p->io.sign};
+        msg_buf_reset(&p->out);
+        if (msg_encode_status_active(&p->out, p->cfg.id, p->view, p->last_executed, &signer) ==
+            TALLY_OK)
+            p->io.send(p->io.ctx, PBFT_BROADCAST, p->out.data, p->out.len);
+    }
+}

@@ -1,0 +1,1033 @@
+/* The replica shell: see replica.h. */
+#include "src/replica.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ledger/block.h"
+#include "ledger/ledger.h"
+#include "src/log.h"
+#include "src/msg.h"
+#include "src/pbft.h"
+#include "src/transport.h"
+#include "src/verifier.h"
+
+#define LOOP_QUEUE_MAX 8192      /* events waiting for the loop thread */
+#define LOOP_STEP_MAX 512        /* events handled in one step (one synced write) */
+#define LOOP_TICK_MS 1           /* pbft_on_tick period */
+#define PENDING_SLOTS (1u << 17) /* client requests awaiting execution */
+#define PENDING_PROBE 32
+#define PENDING_TTL_MS 60000
+#define RECENT_BLOCKS 4096 /* block hashes kept for replies from the ledger */
+
+/* A client request this replica saw and has not executed yet: where to reply. */
+struct pending_slot {
+    tc_hash h;
+    uint32_t pipe;
+    uint8_t used;
+    uint64_t seen_ms;
+};
+
+/* A buffered send: to >= 0 a replica, PBFT_BROADCAST all, to_client a pipe. */
+struct out_send {
+    int to;
+    uint32_t pipe;
+    int to_client;
+    size_t off, len;
+};
+
+struct reply_item {
+    uint32_t pipe;
+    uint32_t index;
+};
+
+/* A requested transaction found in the ledger. */
+struct found_item {
+    uint64_t height;
+    uint32_t index; /* in the REQUEST */
+    uint8_t result;
+};
+
+struct replica {
+    const struct tally_config *cfg;
+    uint32_t id;
+    const tc_keypair *kp;
+    struct msg_signer signer;
+    struct ledger *ledger;
+    struct pbft *core;
+    struct transport *transport;
+    struct verifier *verifier;
+
+    /* event queue: verifier threads -> loop thread */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct verifier_event *q_head, *q_tail;
+    size_t q_len;
+    bool stopping;
+    pthread_t loop;
+    bool loop_started;
+
+    /* loop thread state */
+    struct pending_slot *pending;
+    struct out_send *sends;
+    size_t nsends, sends_cap;
+    struct msg_buf out_bytes; /* bytes of the buffered sends */
+    struct msg_buf scratch;   /* encoding replies, queries */
+    uint8_t *meta_buf;
+    size_t meta_cap;
+    bool staged;
+    uint64_t persisted_hi, persisted_lo;
+    uint8_t *sig_ok;
+    size_t sig_ok_cap;
+    struct reply_item *items;
+    size_t items_cap;
+    struct msg_reply_entry *entries;
+    struct found_item *found;
+    size_t found_cap;
+    struct msg_reply_entry *found_entries;
+    size_t found_entries_cap;
+    tc_hash recent[RECENT_BLOCKS];
+    uint64_t recent_height[RECENT_BLOCKS];
+
+    /* counters */
+    atomic_uint_fast64_t blocks_executed, txs_executed, replies_sent, replies_from_ledger;
+    atomic_bool failed;
+    pthread_mutex_t fail_lock;
+    struct tally_err fail_err;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void fail(struct replica *r, const struct tally_err *err, const char *what)
+{
+    pthread_mutex_lock(&r->fail_lock);
+    if (!atomic_load(&r->failed)) {
+        tally_errf(&r->fail_err, err->code, "%s: %s", what, tally_err_text(err));
+        atomic_store(&r->failed, true);
+    }
+    pthread_mutex_unlock(&r->fail_lock);
+    LOG_ERROR("L0501", "%s: %s", what, tally_err_text(err));
+}
+
+bool replica_failed(struct replica *r, struct tally_err *err)
+{
+    if (!atomic_load(&r->failed))
+        return false;
+    pthread_mutex_lock(&r->fail_lock);
+    if (err != NULL)
+        *err = r->fail_err;
+    pthread_mutex_unlock(&r->fail_lock);
+    return true;
+}
+
+/* ---- pending requests (tx hash -> client pipe) -------------------------- */
+
+static size_t pending_home(const tc_hash *h)
+{
+    uint64_t x;
+    memcpy(&x, h->b + 8, sizeof(x));
+    return (size_t)(x & (PENDING_SLOTS - 1));
+}
+
+static struct pending_slot *pending_find(struct replica *r, const tc_hash *h)
+{
+    size_t home = pending_home(h);
+    for (size_t i = 0; i < PENDING_PROBE; i++) {
+        struct pending_slot *s = &r->pending[(home + i) & (PENDING_SLOTS - 1)];
+        if (s->used && memcmp(s->h.b, h->b, TC_HASH_BYTES) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* Insert h (or find it). *fresh tells whether it was new. NULL when full. */
+static struct pending_slot *pending_insert(struct replica *r, const tc_hash *h, uint64_t now,
+                                           bool *fresh)
+{
+    struct pending_slot *s = pending_find(r, h);
+    if (s != NULL) {
+        *fresh = false;
+        return s;
+    }
+    size_t home = pending_home(h);
+    struct pending_slot *victim = NULL;
+    for (size_t i = 0; i < PENDING_PROBE; i++) {
+        struct pending_slot *c = &r->pending[(home + i) & (PENDING_SLOTS - 1)];
+        if (!c->used) {
+            victim = c;
+            break;
+        }
+        if (now - c->seen_ms > PENDING_TTL_MS && (victim == NULL || c->seen_ms < victim->seen_ms))
+            victim = c;
+    }
+    if (victim == NULL)
+        return NULL;
+    victim->h = *h;
+    victim->used = 1;
+    victim->seen_ms = now;
+    *fresh = true;
+    return victim;
+}
+
+/* ---- buffered sends ------------------------------------------------------ */
+
+static void queue_send(struct replica *r, int to, int to_client, uint32_t pipe,
+                       const uint8_t *bytes, size_t len)
+{
+    if (r->nsends == r->sends_cap) {
+        size_t cap = r->sends_cap ? r->sends_cap * 2 : 256;
+        struct out_send *n = realloc(r->sends, cap * sizeof(*n));
+        if (n == NULL)
+            return;
+        r->sends = n;
+        r->sends_cap = cap;
+    }
+    size_t off = r->out_bytes.len;
+    if (r->out_bytes.cap - r->out_bytes.len < len) {
+        size_t cap = r->out_bytes.cap ? r->out_bytes.cap : 65536;
+        while (cap - r->out_bytes.len < len)
+            cap *= 2;
+        uint8_t *d = realloc(r->out_bytes.data, cap);
+        if (d == NULL)
+            return;
+        r->out_bytes.data = d;
+        r->out_bytes.cap = cap;
+    }
+    memcpy(r->out_bytes.data + off, bytes, len);
+    r->out_bytes.len += len;
+    r->sends[r->nsends++] =
+        (struct out_send){.to = to, .to_client = to_client, .pipe = pipe, .off = off, .len = len};
+}
+
+static void flush_sends(struct replica *r)
+{
+    for (size_t i = 0; i < r->nsends; i++) {
+        const struct out_send *s = &r->sends[i];
+        const uint8_t *b = r->out_bytes.data + s->off;
+        if (s->to_client)
+            transport_send_client(r->transport, s->pipe, b, s->len);
+        else if (s->to == PBFT_BROADCAST)
+            transport_broadcast(r->transport, b, s->len);
+        else if (s->to >= 0)
+            transport_send_peer(r->transport, (uint32_t)s->to, b, s->len);
+    }
+    r->nsends = 0;
+    r->out_bytes.len = 0;
+}
+
+/* ---- io for the core --------------------------------------------------- */
+
+static void io_sign(void *ctx, const uint8_t *bytes, size_t len, tc_sig *out)
+{
+    struct replica *r = ctx;
+    tc_sign(r->kp, bytes, len, out);
+}
+
+static void io_send(void *ctx, int to, const uint8_t *bytes, size_t len)
+{
+    struct replica *r = ctx;
+    queue_send(r, to, 0, 0, bytes, len);
+}
+
+static int meta_reserve(struct replica *r, size_t need)
+{
+    if (r->meta_cap >= need)
+        return 0;
+    uint8_t *b = realloc(r->meta_buf, need);
+    if (b == NULL)
+        return TALLY_ENOMEM;
+    r->meta_buf = b;
+    r->meta_cap = need;
+    return 0;
+}
+
+static void seq_key(uint8_t key[10], const char *prefix, uint64_t seq)
+{
+    key[0] = (uint8_t)prefix[0];
+    key[1] = (uint8_t)prefix[1];
+    put_be64(key + 2, seq);
+}
+
+static int stage_u64(struct replica *r, const char *name, uint64_t v, struct tally_err *err)
+{
+    uint8_t b[8];
+    put_be64(b, v);
+    return ledger_stage_meta_put(r->ledger, name, strlen(name), b, sizeof(b), err);
+}
+
+static int io_persist(void *ctx, const struct pbft_persist *rec)
+{
+    struct replica *r = ctx;
+    struct tally_err err = {0};
+    int rc = 0;
+    uint8_t key[10];
+    switch (rec->kind) {
+    case PBFT_PERSIST_VIEW:
+        rc = stage_u64(r, "view", rec->view, &err);
+        break;
+    case PBFT_PERSIST_PREPREPARE:
+    case PBFT_PERSIST_PREPARE:
+    case PBFT_PERSIST_COMMIT: {
+        const char *prefix = rec->kind == PBFT_PERSIST_PREPREPARE ? "pp"
+                             : rec->kind == PBFT_PERSIST_PREPARE  ? "pr"
+                                                                  : "cm";
+        uint32_t count =
+            rec->kind == PBFT_PERSIST_PREPREPARE && rec->batch != NULL ? rec->batch->count : 0;
+        size_t len = 8 + TC_HASH_BYTES;
+        if (rec->kind == PBFT_PERSIST_PREPREPARE)
+            len += 4 + (size_t)count * LEDGER_TX_BYTES;
+        if ((rc = meta_reserve(r, len)) != 0) {
+            tally_errf(&err, rc, "out of memory");
+            break;
+        }
+        put_be64(r->meta_buf, rec->view);
+        memcpy(r->meta_buf + 8, rec->digest.b, TC_HASH_BYTES);
+        if (rec->kind == PBFT_PERSIST_PREPREPARE) {
+            ledger_put_u32(r->meta_buf + 40, count);
+            if (count > 0)
+                memcpy(r->meta_buf + 44, rec->batch->tx_bytes, (size_t)count * LEDGER_TX_BYTES);
+        }
+        seq_key(key, prefix, rec->seq);
+        rc = ledger_stage_meta_put(r->ledger, key, sizeof(key), r->meta_buf, len, &err);
+        if (rc == 0 && rec->seq > r->persisted_hi) {
+            r->persisted_hi = rec->seq;
+            rc = stage_u64(r, "hi", rec->seq, &err);
+        }
+        break;
+    }
+    case PBFT_PERSIST_DISCARD_LOG: {
+        static const char *const prefixes[] = {"pp", "pr", "cm"};
+        uint8_t begin[10], end[10];
+        for (size_t i = 0; i < 3 && rc == 0; i++) {
+            seq_key(begin, prefixes[i], 0);
+            seq_key(end, prefixes[i], rec->seq + 1);
+            rc = ledger_delete_meta_range(r->ledger, begin, sizeof(begin), end, sizeof(end), &err);
+        }
+        if (rc == 0 && rec->seq > r->persisted_lo) {
+            r->persisted_lo = rec->seq;
+            rc = stage_u64(r, "lo", rec->seq, &err);
+        }
+        break;
+    }
+    default:
+        return TALLY_EINVAL;
+    }
+    if (rc != 0) {
+        fail(r, &err, "persisting protocol state");
+        return rc;
+    }
+    r->staged = true;
+    return 0;
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+static void remember_block(struct replica *r, uint64_t height, const tc_hash *h)
+{
+    r->recent[height % RECENT_BLOCKS] = *h;
+    r->recent_height[height % RECENT_BLOCKS] = height;
+}
+
+static int block_hash_at(struct replica *r, uint64_t height, tc_hash *out)
+{
+    if (r->recent_height[height % RECENT_BLOCKS] == height && height != 0) {
+        *out = r->recent[height % RECENT_BLOCKS];
+        return 0;
+    }
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    bool found = false;
+    struct tally_err err = {0};
+    int rc = ledger_get_block(r->ledger, height, &bytes, &len, &found, &err);
+    if (rc != 0 || !found) {
+        free(bytes);
+        return rc != 0 ? rc : TALLY_ENOTFOUND;
+    }
+    struct ledger_block_header hdr;
+    rc = ledger_block_header_decode(bytes, len, &hdr);
+    if (rc == 0) {
+        ledger_block_header_hash(&hdr, out);
+        remember_block(r, height, out);
+    }
+    free(bytes);
+    return rc;
+}
+
+static void send_reply(struct replica *r, uint32_t pipe, uint64_t view, uint64_t height,
+                       const tc_hash *block_hash, const struct msg_reply_entry *entries,
+                       uint32_t count)
+{
+    msg_buf_reset(&r->scratch);
+    if (msg_encode_reply(&r->scratch, r->id, view, height, block_hash, entries, count,
+                         &r->signer) != 0)
+        return;
+    queue_send(r, -1, 1, pipe, r->scratch.data, r->scratch.len);
+    atomic_fetch_add(&r->replies_sent, 1);
+}
+
+static int cmp_item(const void *a, const void *b)
+{
+    const struct reply_item *x = a, *y = b;
+    if (x->pipe != y->pipe)
+        return x->pipe < y->pipe ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (*cap >= need)
+        return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need)
+        c *= 2;
+    void *n = realloc(*p, c * elem);
+    if (n == NULL)
+        return TALLY_ENOMEM;
+    *p = n;
+    *cap = c;
+    return 0;
+}
+
+static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch)
+{
+    struct replica *r = ctx;
+    struct tally_err err = {0};
+    if (atomic_load(&r->failed))
+        return;
+    uint64_t height = ledger_height(r->ledger);
+    if (seq <= height) {
+        LOG_DEBUG("L0502", "batch %llu already in the ledger (height %llu)",
+                  (unsigned long long)seq, (unsigned long long)height);
+        return;
+    }
+    uint32_t n = batch->count;
+    size_t cap = r->sig_ok_cap;
+    if (grow((void **)&r->sig_ok, &cap, n + 1, 1) != 0) {
+        tally_errf(&err, TALLY_ENOMEM, "out of memory");
+        fail(r, &err, "executing a batch");
+        return;
+    }
+    r->sig_ok_cap = cap;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+        tc_hash h;
+        ledger_tx_hash_bytes(tx, &h);
+        r->sig_ok[i] = (uint8_t)verifier_tx_sig_ok(r->verifier, tx, &h);
+    }
+    struct ledger_block_result res;
+    int rc = ledger_apply_block_verified(r->ledger, seq, batch->tx_bytes, n, r->sig_ok, &res, &err);
+    if (rc != 0) {
+        char what[64];
+        snprintf(what, sizeof(what), "applying block %llu", (unsigned long long)seq);
+        fail(r, &err, what);
+        return;
+    }
+    r->staged = false; /* staged promises rode along in the block's WriteBatch */
+    remember_block(r, res.height, &res.block_hash);
+    atomic_fetch_add(&r->blocks_executed, 1);
+    atomic_fetch_add(&r->txs_executed, n);
+    LOG_DEBUG("L0503", "v%llu s%llu executed %u txs", (unsigned long long)view,
+              (unsigned long long)seq, n);
+
+    /* Group the results by the client connection that submitted them. */
+    cap = r->items_cap;
+    if (n == 0 || grow((void **)&r->items, &cap, n, sizeof(*r->items)) != 0)
+        return;
+    r->items_cap = cap;
+    free(r->entries);
+    r->entries = malloc((size_t)n * sizeof(*r->entries));
+    if (r->entries == NULL)
+        return;
+    size_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (res.results[i] == LEDGER_RESULT_DUPLICATE)
+            continue; /* the first occurrence answers */
+        struct pending_slot *s = pending_find(r, &res.tx_hashes[i]);
+        if (s == NULL)
+            continue; /* nobody asked here: a retry will be answered from the ledger */
+        r->items[k++] = (struct reply_item){.pipe = s->pipe, .index = i};
+        s->used = 0;
+    }
+    qsort(r->items, k, sizeof(*r->items), cmp_item);
+    for (size_t a = 0; a < k;) {
+        size_t b = a;
+        uint32_t cnt = 0;
+        while (b < k && r->items[b].pipe == r->items[a].pipe && cnt < MSG_MAX_BATCH) {
+            uint32_t i = r->items[b].index;
+            r->entries[cnt].tx_hash = res.tx_hashes[i];
+            r->entries[cnt].result = res.results[i];
+            cnt++;
+            b++;
+        }
+        send_reply(r, r->items[a].pipe, view, res.height, &res.block_hash, r->entries, cnt);
+        a = b;
+    }
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static int cmp_found(const void *a, const void *b)
+{
+    const struct found_item *x = a, *y = b;
+    if (x->height != y->height)
+        return x->height < y->height ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Transactions of one REQUEST that are already in the ledger: one REPLY per
+ * block they are in (a late or retried request costs one signature per
+ * block, not per transaction). */
+static void reply_from_ledger(struct replica *r, const struct verifier_event *ev, size_t nfound,
+                              uint64_t view)
+{
+    qsort(r->found, nfound, sizeof(*r->found), cmp_found);
+    size_t cap = r->found_entries_cap;
+    if (grow((void **)&r->found_entries, &cap, nfound, sizeof(*r->found_entries)) != 0)
+        return;
+    r->found_entries_cap = cap;
+    for (size_t a = 0; a < nfound;) {
+        size_t b = a;
+        uint32_t cnt = 0;
+        while (b < nfound && r->found[b].height == r->found[a].height && cnt < MSG_MAX_BATCH) {
+            r->found_entries[cnt].tx_hash = ev->hashes[r->found[b].index];
+            r->found_entries[cnt].result = r->found[b].result;
+            cnt++;
+            b++;
+        }
+        tc_hash bh;
+        if (block_hash_at(r, r->found[a].height, &bh) == 0) {
+            send_reply(r, ev->pipe, view, r->found[a].height, &bh, r->found_entries, cnt);
+            atomic_fetch_add(&r->replies_from_ledger, 1);
+        }
+        a = b;
+    }
+}
+
+static void handle_request(struct replica *r, const struct verifier_event *ev, uint64_t now)
+{
+    const struct msg_batch *b = &ev->m.u.request;
+    struct pbft_status st;
+    pbft_get_status(r->core, &st);
+    size_t cap = r->found_cap, nfound = 0;
+    if (grow((void **)&r->found, &cap, b->count, sizeof(*r->found)) != 0)
+        return;
+    r->found_cap = cap;
+    for (uint32_t i = 0; i < b->count; i++) {
+        const tc_hash *h = &ev->hashes[i];
+        uint64_t height = 0;
+        uint8_t result = 0;
+        bool found = false;
+        struct tally_err err = {0};
+        if (ledger_get_tx(r->ledger, h, &height, NULL, &result, &found, &err) != 0) {
+            LOG_WARN("L0504", "looking up a transaction: %s", tally_err_text(&err));
+            continue;
+        }
+        if (found) {
+            /* Executed before: answer with the stored result, do not re-order. */
+            r->found[nfound++] =
+                (struct found_item){.height = height, .index = i, .result = result};
+            continue;
+        }
+        bool fresh = false;
+        struct pending_slot *s = pending_insert(r, h, now, &fresh);
+        if (s == NULL) {
+            verifier_count_queue_full(r->verifier);
+            continue;
+        }
+        s->pipe = ev->pipe;
+        if (!fresh && now - s->seen_ms < r->cfg->request_timeout_ms)
+            continue; /* already with the core */
+        s->seen_ms = now;
+        struct ledger_tx tx;
+        if (ledger_tx_decode(b->tx_bytes + (size_t)i * LEDGER_TX_BYTES, LEDGER_TX_BYTES, &tx) != 0)
+            continue;
+        pbft_on_request(r->core, &tx, h, now);
+    }
+    if (nfound > 0)
+        reply_from_ledger(r, ev, nfound, st.view);
+}
+
+static void handle_query(struct replica *r, const struct verifier_event *ev)
+{
+    const struct msg *m = &ev->m;
+    struct tally_err err = {0};
+    uint8_t found = 0, c = 0;
+    uint64_t a = 0, b = 0;
+    if (m->u.query.kind == MSG_QUERY_BALANCE) {
+        struct ledger_account acct;
+        bool f = false;
+        tc_pubkey pk;
+        memcpy(pk.b, m->u.query.key, TC_PUBKEY_BYTES);
+        if (ledger_get_account(r->ledger, &pk, &acct, &f, &err) != 0) {
+            LOG_WARN("L0505", "balance query: %s", tally_err_text(&err));
+            return;
+        }
+        found = f;
+        a = acct.balance;
+        b = acct.nonce;
+    } else if (m->u.query.kind == MSG_QUERY_TX) {
+        tc_hash h;
+        memcpy(h.b, m->u.query.key, TC_HASH_BYTES);
+        uint32_t index = 0;
+        bool f = false;
+        if (ledger_get_tx(r->ledger, &h, &a, &index, &c, &f, &err) != 0) {
+            LOG_WARN("L0506", "tx query: %s", tally_err_text(&err));
+            return;
+        }
+        found = f;
+        b = index;
+    } else {
+        return;
+    }
+    msg_buf_reset(&r->scratch);
+    if (msg_encode_query_reply(&r->scratch, r->id, m->u.query.kind, m->u.query.request_id,
+                               m->u.query.key, found, ledger_height(r->ledger), a, b, c,
+                               &r->signer) == 0)
+        queue_send(r, -1, 1, ev->pipe, r->scratch.data, r->scratch.len);
+}
+
+static void handle_status(struct replica *r, const struct verifier_event *ev)
+{
+    struct pbft_status st;
+    pbft_get_status(r->core, &st);
+    struct verifier_stats vs;
+    verifier_get_stats(r->verifier, &vs);
+    struct transport_stats ts;
+    transport_get_stats(r->transport, &ts);
+    tc_hash head;
+    ledger_head_hash(r->ledger, &head);
+    char head_hex[2 * TC_HASH_BYTES + 1];
+    tc_hex_encode(head.b, TC_HASH_BYTES, head_hex);
+    json_t *peers = json_array();
+    for (uint32_t i = 0; i < r->cfg->n; i++)
+        json_array_append_new(
+            peers,
+            i == r->id ? json_true() : json_boolean(transport_peer_is_connected(r->transport, i)));
+    json_t *o = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o,"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:s}}",
+        "id", (json_int_t)r->id, "view", (json_int_t)st.view, "primary", (json_int_t)st.primary,
+        "last_executed", (json_int_t)st.last_executed, "last_stable_checkpoint",
+        (json_int_t)st.last_stable_checkpoint, "low_watermark", (json_int_t)st.low_watermark,
+        "high_watermark", (json_int_t)st.high_watermark, "queued_requests",
+        (json_int_t)st.queued_requests, "peers_connected",
+        (json_int_t)transport_peers_connected(r->transport), "peers", peers, "dropped",
+        "bad_signature", (json_int_t)vs.bad_signature, "unknown_sender",
+        (json_int_t)vs.unknown_sender, "oversized", (json_int_t)vs.oversized, "malformed",
+        (json_int_t)vs.malformed, "queue_full", (json_int_t)vs.queue_full, "core_dropped",
+        (json_int_t)st.dropped_messages, "tx_bad_signature", (json_int_t)vs.tx_bad_signature,
+        "peer_send", (json_int_t)ts.peer_send_dropped, "client_send",
+        (json_int_t)ts.client_send_dropped, "counters", "blocks_executed",
+        (json_int_t)atomic_load(&r->blocks_executed), "txs_executed",
+        (json_int_t)atomic_load(&r->txs_executed), "replies_sent",
+        (json_int_t)atomic_load(&r->replies_sent), "replies_from_ledger",
+        (json_int_t)atomic_load(&r->replies_from_ledger), "tx_verified", (json_int_t)vs.tx_verified,
+        "tx_cache_hits", (json_int_t)vs.tx_cache_hits, "peer_received",
+        (json_int_t)ts.peer_received, "client_received", (json_int_t)ts.client_received, "ledger",
+        "height", (json_int_t)ledger_height(r->ledger), "head_hash", head_hex);
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (text == NULL)
+        return;
+    msg_buf_reset(&r->scratch);
+    if (msg_encode_status_reply(&r->scratch, r->id, text, strlen(text), &r->signer) == 0)
+        queue_send(r, -1, 1, ev->pipe, r->scratch.data, r->scratch.len);
+    free(text);
+}
+
+static void handle_event(struct replica *r, struct verifier_event *ev, uint64_t now)
+{
+    switch (ev->kind) {
+    case VERIFIER_EV_PEER:
+        pbft_on_message(r->core, &ev->m, now);
+        break;
+    case VERIFIER_EV_REQUEST:
+        handle_request(r, ev, now);
+        break;
+    case VERIFIER_EV_QUERY:
+        handle_query(r, ev);
+        break;
+    case VERIFIER_EV_STATUS:
+        handle_status(r, ev);
+        break;
+    }
+}
+
+static int deliver_event(void *ctx, struct verifier_event *ev)
+{
+    struct replica *r = ctx;
+    pthread_mutex_lock(&r->lock);
+    if (r->q_len >= LOOP_QUEUE_MAX || r->stopping) {
+        pthread_mutex_unlock(&r->lock);
+        return -1;
+    }
+    ev->next = NULL;
+    if (r->q_tail != NULL)
+        r->q_tail->next = ev;
+    else
+        r->q_head = ev;
+    r->q_tail = ev;
+    r->q_len++;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+static void on_recv(void *ctx, enum transport_origin origin, uint32_t pipe, nng_msg *msg)
+{
+    struct replica *r = ctx;
+    verifier_submit(r->verifier, origin, pipe, msg);
+}
+
+/* End of a step: make the promises durable, then let the sends go. */
+static void end_step(struct replica *r)
+{
+    if (r->staged) {
+        struct tally_err err = {0};
+        if (ledger_meta_flush(r->ledger, &err) != 0) {
+            fail(r, &err, "writing protocol state");
+            r->nsends = 0;
+            r->out_bytes.len = 0;
+            return;
+        }
+        r->staged = false;
+    }
+    if (atomic_load(&r->failed)) {
+        r->nsends = 0;
+        r->out_bytes.len = 0;
+        return;
+    }
+    flush_sends(r);
+}
+
+static void *loop_main(void *arg)
+{
+    struct replica *r = arg;
+    uint64_t next_tick = now_ms();
+    for (;;) {
+        pthread_mutex_lock(&r->lock);
+        while (r->q_head == NULL && !r->stopping && now_ms() < next_tick) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += LOOP_TICK_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        }
+        if (r->stopping) {
+            pthread_mutex_unlock(&r->lock);
+            break;
+        }
+        struct verifier_event *batch = r->q_head, *last = NULL;
+        size_t taken = 0;
+        for (struct verifier_event *e = batch; e != NULL && taken < LOOP_STEP_MAX; e = e->next) {
+            last = e;
+            taken++;
+        }
+        if (last != NULL) {
+            r->q_head = last->next;
+            if (r->q_head == NULL)
+                r->q_tail = NULL;
+            last->next = NULL;
+            r->q_len -= taken;
+        } else {
+            batch = NULL;
+        }
+        pthread_mutex_unlock(&r->lock);
+
+        uint64_t now = now_ms();
+        while (batch != NULL) {
+            struct verifier_event *next = batch->next;
+            if (!atomic_load(&r->failed))
+                handle_event(r, batch, now);
+            verifier_event_free(batch);
+            batch = next;
+        }
+        if (now >= next_tick) {
+            if (!atomic_load(&r->failed))
+                pbft_on_tick(r->core, now);
+            next_tick = now + LOOP_TICK_MS;
+        }
+        end_step(r);
+    }
+    end_step(r);
+    return NULL;
+}
+
+/* ---- start / stop -------------------------------------------------------- */
+
+static int get_meta_u64(struct ledger *l, const char *name, uint64_t *out, bool *found,
+                        struct tally_err *err)
+{
+    void *val = NULL;
+    size_t len = 0;
+    int rc = ledger_get_meta(l, name, strlen(name), &val, &len, found, err);
+    if (rc != 0)
+        return rc;
+    if (*found) {
+        if (len != 8) {
+            free(val);
+            return tally_errf(err, TALLY_ECORRUPT, "protocol state '%s' has %zu bytes", name, len);
+        }
+        *out = get_be64(val);
+    }
+    free(val);
+    return 0;
+}
+
+static int restore_state(struct replica *r, struct tally_err *err)
+{
+    bool found = false;
+    uint64_t view = 0, lo = 0, hi = 0;
+    int rc = get_meta_u64(r->ledger, "view", &view, &found, err);
+    if (rc != 0)
+        return rc;
+    if (found) {
+        struct pbft_persist rec = {.kind = PBFT_PERSIST_VIEW, .view = view};
+        if ((rc = pbft_restore(r->core, &rec)) != 0)
+            return tally_errf(err, rc, "restoring view %llu", (unsigned long long)view);
+    }
+    if ((rc = get_meta_u64(r->ledger, "lo", &lo, &found, err)) != 0 ||
+        (rc = get_meta_u64(r->ledger, "hi", &hi, &found, err)) != 0)
+        return rc;
+    r->persisted_lo = lo;
+    r->persisted_hi = hi;
+    /* Without checkpoints (or a stale lo) keep the restore bounded by the window. */
+    uint64_t first = lo + 1;
+    uint64_t span = 2 * r->cfg->log_window;
+    if (hi > span && first < hi - span)
+        first = hi - span;
+    size_t restored = 0;
+    for (uint64_t seq = first; seq <= hi && seq != 0; seq++) {
+        static const char *const prefixes[] = {"pp", "pr", "cm"};
+        static const enum pbft_persist_kind kinds[] = {PBFT_PERSIST_PREPREPARE,
+                                                       PBFT_PERSIST_PREPARE, PBFT_PERSIST_COMMIT};
+        for (size_t i = 0; i < 3; i++) {
+            uint8_t key[10];
+            seq_key(key, prefixes[i], seq);
+            void *val = NULL;
+            size_t len = 0;
+            if ((rc = ledger_get_meta(r->ledger, key, sizeof(key), &val, &len, &found, err)) != 0)
+                return rc;
+            if (!found)
+                continue;
+            struct pbft_persist rec = {.kind = kinds[i], .seq = seq};
+            struct msg_batch batch = {0};
+            const uint8_t *v = val;
+            bool ok = len >= 8 + TC_HASH_BYTES;
+            if (ok) {
+                rec.view = get_be64(v);
+                memcpy(rec.digest.b, v + 8, TC_HASH_BYTES);
+            }
+            if (ok && kinds[i] == PBFT_PERSIST_PREPREPARE) {
+                ok = len >= 44;
+                if (ok) {
+                    batch.count = ledger_get_u32(v + 40);
+                    batch.tx_bytes = v + 44;
+                    ok = batch.count <= MSG_MAX_BATCH &&
+                         len == 44 + (size_t)batch.count * LEDGER_TX_BYTES;
+                }
+                rec.batch = &batch;
+            }
+            if (!ok) {
+                free(val);
+                return tally_errf(err, TALLY_ECORRUPT, "protocol state %s/%llu is malformed",
+                                  prefixes[i], (unsigned long long)seq);
+            }
+            rc = pbft_restore(r->core, &rec);
+            free(val);
+            if (rc != 0)
+                return tally_errf(err, rc, "restoring protocol state %s/%llu", prefixes[i],
+                                  (unsigned long long)seq);
+            restored++;
+        }
+    }
+    if (restored > 0 || view > 0)
+        LOG_INFO("L0507", "restored view %llu and %zu protocol records (seq %llu..%llu)",
+                 (unsigned long long)view, restored, (unsigned long long)first,
+                 (unsigned long long)hi);
+    return 0;
+}
+
+int replica_start(const struct replica_opts *o, struct replica **out, struct tally_err *err)
+{
+    const struct tally_config *cfg = o->cfg;
+    int rc;
+    if (o->id >= cfg->n)
+        return tally_errf(err, TALLY_EINVAL, "replica id %u: the cluster has replicas 0..%u", o->id,
+                          cfg->n - 1);
+    struct replica *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory");
+    r->cfg = cfg;
+    r->id = o->id;
+    r->kp = o->kp;
+    r->signer = msg_signer_keypair(o->kp);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    pthread_mutex_init(&r->fail_lock, NULL);
+    msg_buf_init(&r->out_bytes);
+    msg_buf_init(&r->scratch);
+    r->pending = calloc(PENDING_SLOTS, sizeof(*r->pending));
+    if (r->pending == NULL) {
+        rc = tally_errf(err, TALLY_ENOMEM, "out of memory");
+        goto fail;
+    }
+
+    if ((rc = ledger_open(o->data_dir, &r->ledger, err)) != 0)
+        goto fail;
+    if ((rc = ledger_init_genesis(r->ledger, cfg->genesis.accounts, cfg->genesis.count, err)) !=
+        0) {
+        tally_err_wrap(err, "data directory %s: ", o->data_dir);
+        goto fail;
+    }
+
+    struct pbft_config pc = {
+        .n = cfg->n,
+        .f = cfg->f,
+        .id = o->id,
+        .checkpoint_interval = cfg->checkpoint_interval,
+        .window = cfg->log_window,
+        .batch_max_txs = cfg->batch_max_txs,
+        .batch_timeout_ms = cfg->batch_timeout_ms,
+        .max_inflight = cfg->max_inflight_batches,
+        .request_timeout_ms = cfg->request_timeout_ms,
+    };
+    for (uint32_t i = 0; i < cfg->n; i++)
+        pc.replica_keys[i] = cfg->replicas[i].pk;
+    struct pbft_io io = {
+        .ctx = r, .sign = io_sign, .persist = io_persist, .send = io_send, .execute = io_execute};
+    uint64_t height = ledger_height(r->ledger);
+    r->core = pbft_create(&pc, &io, height);
+    if (r->core == NULL) {
+        rc = tally_errf(err, TALLY_ECONFIG, "the protocol core rejected the configuration");
+        goto fail;
+    }
+
+    struct verifier_opts vo = {.self = o->id,
+                               .n = cfg->n,
+                               .max_message_bytes = cfg->max_message_bytes,
+                               .workers = o->verifiers,
+                               .deliver = deliver_event,
+                               .ctx = r};
+    for (uint32_t i = 0; i < cfg->n; i++)
+        vo.replica_keys[i] = cfg->replicas[i].pk;
+    if ((rc = verifier_start(&vo, &r->verifier, err)) != 0)
+        goto fail;
+    if ((rc = restore_state(r, err)) != 0) {
+        tally_err_wrap(err, "data directory %s: ", o->data_dir);
+        goto fail;
+    }
+
+    struct transport_opts to = {.self = o->id,
+                                .n = cfg->n,
+                                .peer_listen = cfg->replicas[o->id].peer_address,
+                                .client_listen = cfg->replicas[o->id].client_address,
+                                .max_message_bytes = cfg->max_message_bytes,
+                                .on_recv = on_recv,
+                                .ctx = r};
+    for (uint32_t i = 0; i < cfg->n; i++)
+        to.peer_addrs[i] = cfg->replicas[i].peer_address;
+    if ((rc = transport_start(&to, &r->transport, err)) != 0)
+        goto fail;
+
+    if (pthread_create(&r->loop, NULL, loop_main, r) != 0) {
+        rc = tally_errf(err, TALLY_EIO, "cannot start the loop thread");
+        goto fail;
+    }
+    r->loop_started = true;
+    tc_hash head;
+    ledger_head_hash(r->ledger, &head);
+    char hex[2 * TC_HASH_BYTES + 1];
+    tc_hex_encode(head.b, TC_HASH_BYTES, hex);
+    LOG_INFO("L0508",
+             "replica %u of %u (f = %u) up: ledger height %llu, head %.16s, peers %s, "
+             "clients %s",
+             o->id, cfg->n, cfg->f, (unsigned long long)height, hex,
+             cfg->replicas[o->id].peer_address, cfg->replicas[o->id].client_address);
+    *out = r;
+    return TALLY_OK;
+
+fail:
+    replica_stop(r);
+    return rc;
+}
+
+void replica_stop(struct replica *r)
+{
+    if (r == NULL)
+        return;
+    /* The loop thread first (it sends through the transport and asks the
+     * verifier's cache), then the receive side, then the verifier pool. */
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    if (r->loop_started)
+        pthread_join(r->loop, NULL);
+    /* Only the loop thread used the ledger: make it durable and close it now,
+     * before the sockets (whose teardown is NNG's business). */
+    if (r->ledger != NULL && r->staged) {
+        struct tally_err err = {0};
+        if (ledger_meta_flush(r->ledger, &err) != 0)
+            LOG_ERROR("L0509", "writing protocol state: %s", tally_err_text(&err));
+        r->staged = false;
+    }
+    ledger_close(r->ledger);
+    r->ledger = NULL;
+    if (r->loop_started)
+        LOG_INFO("L0510", "ledger flushed and closed");
+    transport_stop(r->transport);
+    r->transport = NULL;
+    verifier_stop(r->verifier);
+    r->verifier = NULL;
+    while (r->q_head != NULL) {
+        struct verifier_event *n = r->q_head->next;
+        verifier_event_free(r->q_head);
+        r->q_head = n;
+    }
+    pbft_destroy(r->core);
+    free(r->pending);
+    free(r->sends);
+    msg_buf_free(&r->out_bytes);
+    msg_buf_free(&r->scratch);
+    free(r->meta_buf);
+    free(r->sig_ok);
+    free(r->items);
+    free(r->entries);
+    free(r->found);
+    free(r->found_entries);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->fail_lock);
+    free(r);
+}

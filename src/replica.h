@@ -1,0 +1,56 @@
+/* The replica shell: one loop thread that owns the PBFT core and the ledger.
+ *
+ *   transport (NNG receive threads) -> verifier pool (decode, signatures)
+ *     -> bounded event queue -> loop thread: pbft_on_* / queries / status
+ *
+ * The loop thread drains the event queue in steps. During a step the core's
+ * promises (io->persist) are staged in the ledger's protocol key space and its
+ * sends are buffered; at the end of the step the staged promises are written
+ * with ONE synced RocksDB write (or ride along in the WriteBatch of a block
+ * executed in the same step) and only then are the buffered sends flushed
+ * (persist-before-send). Executing a committed batch applies it as one block
+ * (signatures already verified by the pool) and sends ONE signed REPLY per
+ * client connection per block.
+ *
+ * Protocol state keys (ledger meta, big-endian seq):
+ *   "view"            u64 view
+ *   "pp" || seq       u64 view, 32 digest, u32 count, count x tx
+ *   "pr" || seq       u64 view, 32 digest          (own PREPARE sent)
+ *   "cm" || seq       u64 view, 32 digest          (own COMMIT sent)
+ *   "lo" / "hi"       u64: entries <= lo were discarded; highest seq stored
+ *
+ * Prefix: replica_. */
+#ifndef TALLY_REPLICA_H
+#define TALLY_REPLICA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "crypto/crypto.h"
+#include "src/err.h"
+
+struct replica_opts {
+    const struct tally_config *cfg; /* must outlive the replica */
+    uint32_t id;
+    const tc_keypair *kp; /* this replica's key; must outlive the replica */
+    const char *data_dir;
+    unsigned verifiers; /* verifier threads; 0 = choose from the CPU count */
+};
+
+struct replica;
+
+/* Open the ledger (writing the genesis on first start), restore the protocol
+ * state, bind the sockets and start the threads. Errors name the cause: data
+ * directory in use (TALLY_EBUSY), of another cluster (TALLY_EMISMATCH),
+ * address in use (TALLY_EIO), ... */
+int replica_start(const struct replica_opts *o, struct replica **out, struct tally_err *err);
+
+/* Stop the threads, flush and close the ledger, free. NULL is fine. */
+void replica_stop(struct replica *r);
+
+/* True when the loop thread hit an error it cannot continue from (a failed
+ * ledger write); err gets the reason. The process should exit. */
+bool replica_failed(struct replica *r, struct tally_err *err);
+
+#endif

@@ -1,0 +1,323 @@
+/* Verifier pool: see verifier.h. */
+#include "src/verifier.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/log.h"
+
+struct verifier_job {
+    enum transport_origin origin;
+    uint32_t pipe;
+    nng_msg *msg;
+};
+
+/* Direct-mapped verdict cache slot, keyed by the first 16 bytes of the tx
+ * hash (a forged 128-bit collision is out of reach): state 0 empty, 1 valid,
+ * 2 invalid. */
+#define VERIFIER_KEY_BYTES 16
+struct verifier_slot {
+    uint8_t key[VERIFIER_KEY_BYTES];
+    uint8_t state;
+};
+
+struct verifier {
+    struct verifier_opts o;
+    size_t max_body;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    /* Two bounded rings: [0] peers, [1] clients. Workers serve peers first so
+     * protocol messages never wait behind a backlog of client signatures. */
+    struct verifier_job *ring[2]; /* VERIFIER_QUEUE_MAX jobs each */
+    size_t head[2], len[2];
+    bool stopping;
+    pthread_t threads[VERIFIER_MAX_WORKERS];
+    unsigned nthreads;
+
+    pthread_mutex_t cache_lock;
+    struct verifier_slot *cache; /* VERIFIER_CACHE_SLOTS */
+
+    atomic_uint_fast64_t bad_signature, unknown_sender, malformed, oversized, queue_full;
+    atomic_uint_fast64_t tx_verified, tx_cache_hits, tx_bad_signature;
+};
+
+void verifier_event_free(struct verifier_event *ev)
+{
+    if (ev == NULL)
+        return;
+    if (ev->msg != NULL)
+        nng_msg_free(ev->msg);
+    free(ev->hashes);
+    free(ev->sig_ok);
+    free(ev);
+}
+
+static size_t cache_index(const tc_hash *h)
+{
+    uint64_t x;
+    memcpy(&x, h->b + VERIFIER_KEY_BYTES - sizeof(x), sizeof(x));
+    return (size_t)(x & (VERIFIER_CACHE_SLOTS - 1));
+}
+
+int verifier_tx_sig_ok(struct verifier *v, const uint8_t *tx_bytes, const tc_hash *h)
+{
+    size_t i = cache_index(h);
+    pthread_mutex_lock(&v->cache_lock);
+    struct verifier_slot s = v->cache[i];
+    pthread_mutex_unlock(&v->cache_lock);
+    if (s.state != 0 && memcmp(s.key, h->b, VERIFIER_KEY_BYTES) == 0) {
+        atomic_fetch_add(&v->tx_cache_hits, 1);
+        return s.state == 1;
+    }
+    struct ledger_tx tx;
+    int ok = ledger_tx_decode(tx_bytes, LEDGER_TX_BYTES, &tx) == 0 && ledger_tx_verify(&tx) == 0;
+    atomic_fetch_add(&v->tx_verified, 1);
+    if (!ok)
+        atomic_fetch_add(&v->tx_bad_signature, 1);
+    pthread_mutex_lock(&v->cache_lock);
+    memcpy(v->cache[i].key, h->b, VERIFIER_KEY_BYTES);
+    v->cache[i].state = ok ? 1 : 2;
+    pthread_mutex_unlock(&v->cache_lock);
+    return ok;
+}
+
+/* Check every transaction of a batch (fills hashes/sig_ok when given). */
+static void verify_batch(struct verifier *v, const struct msg_batch *b, tc_hash *hashes,
+                         uint8_t *sig_ok)
+{
+    for (uint32_t i = 0; i < b->count; i++) {
+        const uint8_t *tx = b->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+        tc_hash h;
+        ledger_tx_hash_bytes(tx, &h);
+        int ok = verifier_tx_sig_ok(v, tx, &h);
+        if (hashes != NULL)
+            hashes[i] = h;
+        if (sig_ok != NULL)
+            sig_ok[i] = (uint8_t)ok;
+    }
+}
+
+static void deliver(struct verifier *v, struct verifier_event *ev)
+{
+    if (v->o.deliver(v->o.ctx, ev) != 0) {
+        atomic_fetch_add(&v->queue_full, 1);
+        verifier_event_free(ev);
+    }
+}
+
+static void process(struct verifier *v, struct verifier_job *job)
+{
+    struct verifier_event *ev = calloc(1, sizeof(*ev));
+    if (ev == NULL) {
+        nng_msg_free(job->msg);
+        atomic_fetch_add(&v->queue_full, 1);
+        return;
+    }
+    ev->msg = job->msg;
+    ev->pipe = job->pipe;
+    const uint8_t *bytes = nng_msg_body(job->msg);
+    size_t len = nng_msg_len(job->msg);
+    struct tally_err err = {0};
+    int rc = msg_decode(bytes, len, v->max_body, &ev->m, &err);
+    if (rc != 0) {
+        if (rc == TALLY_ETOOBIG)
+            atomic_fetch_add(&v->oversized, 1);
+        else
+            atomic_fetch_add(&v->malformed, 1);
+        LOG_DEBUG("L0401", "dropped a %s message: %s",
+                  job->origin == TRANSPORT_FROM_PEER ? "peer" : "client", tally_err_text(&err));
+        goto drop;
+    }
+    if (job->origin == TRANSPORT_FROM_PEER) {
+        switch (ev->m.type) {
+        case MSG_PRE_PREPARE:
+        case MSG_PREPARE:
+        case MSG_COMMIT:
+            break;
+        default:
+            /* Later issues add checkpoint/view-change types; until then drop. */
+            if (ev->m.type < MSG_PRE_PREPARE || ev->m.type == MSG_REPLY ||
+                ev->m.type == MSG_QUERY || ev->m.type == MSG_QUERY_REPLY ||
+                ev->m.type == MSG_STATUS_REQ || ev->m.type == MSG_STATUS_REPLY) {
+                atomic_fetch_add(&v->malformed, 1);
+                goto drop;
+            }
+        }
+        /* Our own id is fine: peers retransmit the primary's signed PRE-PREPARE
+         * to whoever lacks it, the primary included; the core ignores repeats. */
+        if (ev->m.sender >= v->o.n) {
+            atomic_fetch_add(&v->unknown_sender, 1);
+            LOG_DEBUG("L0402", "dropped a message from unknown sender %u", ev->m.sender);
+            goto drop;
+        }
+        if (msg_verify(&ev->m, &v->o.replica_keys[ev->m.sender]) != 0) {
+            atomic_fetch_add(&v->bad_signature, 1);
+            LOG_DEBUG("L0403", "dropped a message with a bad signature from replica %u",
+                      ev->m.sender);
+            goto drop;
+        }
+        if (ev->m.type == MSG_PRE_PREPARE)
+            verify_batch(v, &ev->m.u.pre_prepare.batch, NULL, NULL);
+        ev->kind = VERIFIER_EV_PEER;
+        deliver(v, ev);
+        return;
+    }
+    switch (ev->m.type) {
+    case MSG_REQUEST: {
+        uint32_t n = ev->m.u.request.count;
+        ev->hashes = malloc((size_t)n * sizeof(*ev->hashes));
+        ev->sig_ok = malloc(n);
+        if (ev->hashes == NULL || ev->sig_ok == NULL) {
+            atomic_fetch_add(&v->queue_full, 1);
+            goto drop_quiet;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            struct ledger_tx tx;
+            if (ledger_tx_decode(ev->m.u.request.tx_bytes + (size_t)i * LEDGER_TX_BYTES,
+                                 LEDGER_TX_BYTES, &tx) != 0) {
+                atomic_fetch_add(&v->malformed, 1);
+                goto drop_quiet;
+            }
+        }
+        verify_batch(v, &ev->m.u.request, ev->hashes, ev->sig_ok);
+        ev->kind = VERIFIER_EV_REQUEST;
+        break;
+    }
+    case MSG_QUERY:
+        ev->kind = VERIFIER_EV_QUERY;
+        break;
+    case MSG_STATUS_REQ:
+        ev->kind = VERIFIER_EV_STATUS;
+        break;
+    default:
+        atomic_fetch_add(&v->malformed, 1);
+        goto drop_quiet;
+    }
+    deliver(v, ev);
+    return;
+drop:
+drop_quiet:
+    verifier_event_free(ev);
+}
+
+static void *worker_main(void *arg)
+{
+    struct verifier *v = arg;
+    for (;;) {
+        pthread_mutex_lock(&v->lock);
+        while (v->len[0] == 0 && v->len[1] == 0 && !v->stopping)
+            pthread_cond_wait(&v->cond, &v->lock);
+        if (v->stopping) {
+            pthread_mutex_unlock(&v->lock);
+            break;
+        }
+        int q = v->len[0] > 0 ? 0 : 1;
+        struct verifier_job job = v->ring[q][v->head[q]];
+        v->head[q] = (v->head[q] + 1) % VERIFIER_QUEUE_MAX;
+        v->len[q]--;
+        pthread_mutex_unlock(&v->lock);
+        process(v, &job);
+    }
+    return NULL;
+}
+
+void verifier_submit(struct verifier *v, enum transport_origin origin, uint32_t pipe, nng_msg *msg)
+{
+    int q = origin == TRANSPORT_FROM_PEER ? 0 : 1;
+    pthread_mutex_lock(&v->lock);
+    if (v->stopping || v->len[q] == VERIFIER_QUEUE_MAX) {
+        pthread_mutex_unlock(&v->lock);
+        atomic_fetch_add(&v->queue_full, 1);
+        nng_msg_free(msg);
+        return;
+    }
+    size_t tail = (v->head[q] + v->len[q]) % VERIFIER_QUEUE_MAX;
+    v->ring[q][tail] = (struct verifier_job){.origin = origin, .pipe = pipe, .msg = msg};
+    v->len[q]++;
+    pthread_cond_signal(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+}
+
+int verifier_start(const struct verifier_opts *o, struct verifier **out, struct tally_err *err)
+{
+    if (o->n == 0 || o->n > TRANSPORT_MAX_PEERS || o->deliver == NULL ||
+        o->max_message_bytes < MSG_HEADER_BYTES + TC_SIG_BYTES)
+        return tally_errf(err, TALLY_EINVAL, "verifier: bad options");
+    struct verifier *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "verifier: out of memory");
+    v->o = *o;
+    v->max_body = o->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
+    pthread_mutex_init(&v->lock, NULL);
+    pthread_cond_init(&v->cond, NULL);
+    pthread_mutex_init(&v->cache_lock, NULL);
+    v->ring[0] = calloc(VERIFIER_QUEUE_MAX, sizeof(*v->ring[0]));
+    v->ring[1] = calloc(VERIFIER_QUEUE_MAX, sizeof(*v->ring[1]));
+    v->cache = calloc(VERIFIER_CACHE_SLOTS, sizeof(*v->cache));
+    if (v->ring[0] == NULL || v->ring[1] == NULL || v->cache == NULL) {
+        verifier_stop(v);
+        return tally_errf(err, TALLY_ENOMEM, "verifier: out of memory");
+    }
+    unsigned workers = o->workers;
+    if (workers == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        workers = cpus >= 8 ? 2 : 1;
+    }
+    if (workers > VERIFIER_MAX_WORKERS)
+        workers = VERIFIER_MAX_WORKERS;
+    for (unsigned i = 0; i < workers; i++) {
+        if (pthread_create(&v->threads[i], NULL, worker_main, v) != 0) {
+            verifier_stop(v);
+            return tally_errf(err, TALLY_EIO, "verifier: cannot start worker thread");
+        }
+        v->nthreads++;
+    }
+    *out = v;
+    return TALLY_OK;
+}
+
+void verifier_stop(struct verifier *v)
+{
+    if (v == NULL)
+        return;
+    pthread_mutex_lock(&v->lock);
+    v->stopping = true;
+    pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+    for (unsigned i = 0; i < v->nthreads; i++)
+        pthread_join(v->threads[i], NULL);
+    for (int q = 0; q < 2; q++)
+        if (v->ring[q] != NULL)
+            for (size_t i = 0; i < v->len[q]; i++)
+                nng_msg_free(v->ring[q][(v->head[q] + i) % VERIFIER_QUEUE_MAX].msg);
+    pthread_mutex_destroy(&v->lock);
+    pthread_cond_destroy(&v->cond);
+    pthread_mutex_destroy(&v->cache_lock);
+    free(v->ring[0]);
+    free(v->ring[1]);
+    free(v->cache);
+    free(v);
+}
+
+void verifier_get_stats(const struct verifier *v, struct verifier_stats *out)
+{
+    struct verifier *m = (struct verifier *)v;
+    out->bad_signature = atomic_load(&m->bad_signature);
+    out->unknown_sender = atomic_load(&m->unknown_sender);
+    out->malformed = atomic_load(&m->malformed);
+    out->oversized = atomic_load(&m->oversized);
+    out->queue_full = atomic_load(&m->queue_full);
+    out->tx_verified = atomic_load(&m->tx_verified);
+    out->tx_cache_hits = atomic_load(&m->tx_cache_hits);
+    out->tx_bad_signature = atomic_load(&m->tx_bad_signature);
+}
+
+void verifier_count_queue_full(struct verifier *v)
+{
+    atomic_fetch_add(&v->queue_full, 1);
+}

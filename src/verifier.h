@@ -1,0 +1,98 @@
+/* Verifier pool: worker threads that decode every received message and check
+ * its signatures before the loop thread sees it.
+ *
+ *  - Peer messages: the envelope must decode (msg_decode, bounded by
+ *    max_message_bytes), come from a replica of the config and carry a
+ *    valid signature by that replica's key (our own id is accepted: peers
+ *    retransmit the primary's PRE-PREPARE to whoever lacks it); PRE-PREPAREs also have every
+ *    transaction signature checked (so execution never verifies again).
+ *  - Client messages: REQUEST (each transaction decoded, hashed and its
+ *    signature checked), QUERY and STATUS_REQ; anything else is dropped.
+ *  - Transaction signatures are checked once per replica: a bounded,
+ *    direct-mapped cache remembers the verdict per transaction hash, so a tx
+ *    that came from a client and again inside a PRE-PREPARE costs one verify.
+ *
+ * Input arrives from the transport's receive threads (verifier_submit, never
+ * blocks: drop + count when the bounded queue is full). Peer messages have
+ * their own queue and are served first, so the protocol never waits behind
+ * a backlog of client signatures. Output goes to the
+ * deliver callback (the loop thread's queue), which takes ownership of the
+ * event on success and returns nonzero when its queue is full (the pool then
+ * frees the event and counts it). Prefix: verifier_. */
+#ifndef TALLY_VERIFIER_H
+#define TALLY_VERIFIER_H
+
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "crypto/crypto.h"
+#include "src/msg.h"
+#include "src/transport.h"
+
+#define VERIFIER_QUEUE_MAX 8192
+#define VERIFIER_CACHE_SLOTS (1u << 19) /* tx verdicts remembered (8.5 MiB) */
+#define VERIFIER_MAX_WORKERS 8
+
+enum verifier_event_kind {
+    VERIFIER_EV_PEER,    /* a verified protocol message from another replica */
+    VERIFIER_EV_REQUEST, /* a client REQUEST: hashes and sig_ok filled */
+    VERIFIER_EV_QUERY,   /* a client QUERY */
+    VERIFIER_EV_STATUS,  /* a client STATUS_REQ */
+};
+
+/* One verified message. m borrows from msg's body: both live until
+ * verifier_event_free. */
+struct verifier_event {
+    enum verifier_event_kind kind;
+    uint32_t pipe; /* client connection (client events) */
+    nng_msg *msg;
+    struct msg m;
+    /* REQUEST only: m.u.request.count entries each, owned by the event. */
+    tc_hash *hashes;
+    uint8_t *sig_ok;
+    struct verifier_event *next; /* free for the consumer's queue */
+};
+
+void verifier_event_free(struct verifier_event *ev);
+
+typedef int (*verifier_deliver_fn)(void *ctx, struct verifier_event *ev);
+
+struct verifier_opts {
+    uint32_t self, n;
+    tc_pubkey replica_keys[TRANSPORT_MAX_PEERS];
+    size_t max_message_bytes;
+    unsigned workers; /* 0: choose from the CPU count (1 or 2) */
+    verifier_deliver_fn deliver;
+    void *ctx;
+};
+
+struct verifier_stats {
+    uint64_t bad_signature;  /* envelope signatures that did not verify */
+    uint64_t unknown_sender; /* sender not a replica of the config (or ourselves) */
+    uint64_t malformed;      /* did not decode, or wrong type for where it came from */
+    uint64_t oversized;      /* longer than max_message_bytes */
+    uint64_t queue_full;     /* dropped because a queue was full */
+    uint64_t tx_verified;    /* transaction signatures actually checked */
+    uint64_t tx_cache_hits;  /* ... and answered by the cache */
+    uint64_t tx_bad_signature;
+};
+
+struct verifier;
+
+int verifier_start(const struct verifier_opts *o, struct verifier **out, struct tally_err *err);
+/* Stop the workers (queued input is freed), free. NULL is fine. */
+void verifier_stop(struct verifier *v);
+
+/* Queue a received message (ownership of msg moves to the pool, always). */
+void verifier_submit(struct verifier *v, enum transport_origin origin, uint32_t pipe, nng_msg *msg);
+
+/* 1 when the tx (146 bytes, hash h) carries a valid signature: answered from
+ * the cache, or verified now on the calling thread and remembered. */
+int verifier_tx_sig_ok(struct verifier *v, const uint8_t *tx_bytes, const tc_hash *h);
+
+void verifier_get_stats(const struct verifier *v, struct verifier_stats *out);
+/* Count a drop that happened downstream (the loop's queue was full). */
+void verifier_count_queue_full(struct verifier *v);
+
+#endif

@@ -1,0 +1,75 @@
+# Shared helpers for the end-to-end tests (sourced, not run).
+#   TALLY_BIN_DIR  where tally and tallyd are (tests/run.sh sets it)
+# Every test gets its own temporary directory and random base port, stops the
+# replicas it started (by PID) on exit, and bounds every wait with a deadline.
+
+: "${TALLY_BIN_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build}"
+TALLY="$TALLY_BIN_DIR/tally"
+TALLYD="$TALLY_BIN_DIR/tallyd"
+[ -x "$TALLY" ] && [ -x "$TALLYD" ] || { echo "e2e: no tally/tallyd in $TALLY_BIN_DIR (run make)"; exit 1; }
+command -v jq >/dev/null || { echo "e2e: jq is required (apt-get install jq)"; exit 1; }
+
+E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/tally-e2e.XXXXXX")
+E2E_PIDS=()
+E2E_START=$(date +%s)
+
+e2e_cleanup() {
+    local rc=$?
+    # Stop what this test started: pid files under E2E_TMP and E2E_PIDS.
+    local pids=("${E2E_PIDS[@]+"${E2E_PIDS[@]}"}")
+    for f in "$E2E_TMP"/*/replica-*.pid "$E2E_TMP"/replica-*.pid; do
+        [ -f "$f" ] && pids+=("$(cat "$f")")
+    done
+    for p in "${pids[@]+"${pids[@]}"}"; do
+        if [ -r "/proc/$p/cmdline" ] && tr '\0' ' ' <"/proc/$p/cmdline" | grep -q tallyd; then
+            kill -TERM "$p" 2>/dev/null || true
+        fi
+    done
+    local deadline=$((SECONDS + 10))
+    for p in "${pids[@]+"${pids[@]}"}"; do
+        while [ -s "/proc/$p/cmdline" ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    if [ $rc -ne 0 ]; then
+        echo "e2e: FAILED (rc $rc) after $(($(date +%s) - E2E_START)) s; replica logs:"
+        for l in "$E2E_TMP"/*/replica-*.log "$E2E_TMP"/*.log; do
+            [ -f "$l" ] && { echo "--- $l"; tail -n 15 "$l"; }
+        done
+    fi
+    rm -rf "$E2E_TMP"
+    exit $rc
+}
+trap e2e_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A random base port in 20000..32000 (below the ephemeral range) whose first 8 ports look free.
+e2e_base_port() {
+    local p i busy
+    for _ in $(seq 1 50); do
+        p=$((20000 + (RANDOM % 600) * 20))
+        busy=0
+        for i in $(seq 0 7); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$((p + i))") 2>/dev/null; then busy=1; break; fi
+        done
+        [ $busy -eq 0 ] && { echo "$p"; return 0; }
+    done
+    echo "e2e: no free ports" >&2
+    return 1
+}
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+# expect_eq WHAT GOT WANT
+expect_eq() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; }
+
+# wait_until SECONDS CMD...: poll CMD every 0.1 s until it succeeds.
+wait_until() {
+    local limit=$1
+    shift
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.1
+    done
+}

@@ -1,0 +1,953 @@
+/* The deterministic cluster simulator (see sim.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/msg.h"
+#include "src/pbft.h"
+#include "tests/sim/sim.h"
+
+#define SIM_MAX_CLIENTS 16
+#define SIM_MAX_ACCOUNTS 64
+#define SIM_MAX_BODY (1u << 20)
+#define SIM_TICK_MS 5
+#define SIM_CLIENT_TIMEOUT_MS 400
+#define SIM_GENESIS_BALANCE 1000
+
+/* --- PRNG: splitmix64 ------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* --- the model ledger: a reference state machine --------------------------- */
+
+struct sim_account {
+    tc_pubkey pk;
+    uint64_t balance, nonce;
+};
+
+struct sim_txrec {
+    tc_hash hash;
+    uint64_t height;
+    uint8_t result;
+};
+
+struct sim_ledger {
+    struct sim_account acct[SIM_MAX_ACCOUNTS];
+    uint32_t nacct;
+    struct sim_txrec *txs;
+    size_t ntx, captx;
+    tc_hash *heads;   /* heads[h]: chained hash after height h; heads[0] = zero */
+    tc_hash *digests; /* digests[h]: batch digest executed at h */
+    uint64_t height;
+    size_t caph, capd;
+};
+
+/* --- the simulated cluster ------------------------------------------------- */
+
+enum sim_ev_kind { EV_DELIVER, EV_TICK, EV_CLIENT, EV_CRASH, EV_RESTART };
+
+struct sim_event {
+    uint64_t t, order;
+    enum sim_ev_kind kind;
+    uint32_t to;    /* node: replicas 0..n-1, clients n.. */
+    uint64_t token; /* EV_CLIENT: which wait it belongs to */
+    uint8_t *bytes;
+    size_t len;
+};
+
+struct sim_prec { /* a persisted promise, with its own copy of the batch */
+    struct pbft_persist rec;
+    struct msg_batch batch;
+    uint8_t *bytes;
+};
+
+struct sim;
+
+struct sim_replica {
+    struct sim *sim;
+    uint32_t id;
+    struct pbft *core;
+    bool down;      /* crashed: neither sends nor receives */
+    bool byzantine; /* excluded from the correct set */
+    tc_keypair kp;
+    struct sim_ledger ledger;
+    struct sim_prec *recs;
+    size_t nrecs, caprecs;
+};
+
+struct sim_reply_seen {
+    bool have;
+    uint64_t height;
+    tc_hash block;
+    uint8_t result;
+};
+
+struct sim_client {
+    uint32_t idx;
+    tc_keypair kp;
+    uint64_t nonce; /* last nonce used */
+    uint32_t submitted, receipted;
+    bool waiting, done;
+    uint64_t token;
+    uint8_t tx[LEDGER_TX_BYTES];
+    tc_hash hash;
+    struct sim_reply_seen seen[PBFT_MAX_REPLICAS];
+};
+
+struct sim_ref {
+    bool set;
+    tc_hash digest, head;
+};
+
+struct sim {
+    const struct sim_scenario *sc;
+    uint64_t rng;
+    uint32_t n, f;
+    uint64_t now, order;
+    struct sim_event *heap;
+    size_t nheap, capheap;
+    struct sim_replica rep[PBFT_MAX_REPLICAS];
+    struct sim_client cl[SIM_MAX_CLIENTS];
+    struct pbft_config cfg;
+    struct sim_ref *ref;
+    size_t capref;
+    struct msg_buf buf;
+    uint64_t max_receipt_height;
+    uint64_t equiv_salt;
+    bool oom;
+    struct sim_result *res;
+};
+
+static uint64_t rnd(struct sim *s, uint64_t below)
+{
+    return below ? splitmix64(&s->rng) % below : 0;
+}
+
+static void violation(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void violation(struct sim *s, const char *fmt, ...)
+{
+    if (s->res->violation)
+        return;
+    s->res->violation = true;
+    char what[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    snprintf(s->res->what, sizeof(s->res->what), "t=%llums: %s", (unsigned long long)s->now, what);
+}
+
+static bool grow(void **p, size_t *cap, size_t need, size_t item)
+{
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * item);
+    if (q == NULL)
+        return false;
+    memset((uint8_t *)q + *cap * item, 0, (c - *cap) * item);
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+/* --- events ------------------------------------------------------------------ */
+
+static bool ev_less(const struct sim_event *a, const struct sim_event *b)
+{
+    return a->t < b->t || (a->t == b->t && a->order < b->order);
+}
+
+static void ev_push(struct sim *s, struct sim_event ev)
+{
+    if (!grow((void **)&s->heap, &s->capheap, s->nheap + 1, sizeof(ev))) {
+        s->oom = true;
+        free(ev.bytes);
+        return;
+    }
+    ev.order = s->order++;
+    size_t i = s->nheap++;
+    while (i > 0) {
+        size_t up = (i - 1) / 2;
+        if (!ev_less(&ev, &s->heap[up]))
+            break;
+        s->heap[i] = s->heap[up];
+        i = up;
+    }
+    s->heap[i] = ev;
+}
+
+static struct sim_event ev_pop(struct sim *s)
+{
+    struct sim_event top = s->heap[0];
+    struct sim_event last = s->heap[--s->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->nheap)
+            break;
+        if (c + 1 < s->nheap && ev_less(&s->heap[c + 1], &s->heap[c]))
+            c++;
+        if (!ev_less(&s->heap[c], &last))
+            break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->nheap > 0)
+        s->heap[i] = last;
+    return top;
+}
+
+static bool node_down(struct sim *s, uint32_t node)
+{
+    return node < s->n && s->rep[node].down;
+}
+
+/* The network: loss, per-message delay (hence reordering) and duplication. */
+static void net_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *bytes, size_t len)
+{
+    if (node_down(s, from) || node_down(s, to))
+        return;
+    if (rnd(s, 1000) < s->sc->loss_permille)
+        return;
+    int copies = rnd(s, 1000) < s->sc->dup_permille ? 2 : 1;
+    for (int c = 0; c < copies; c++) {
+        uint64_t span = s->sc->delay_max_ms - s->sc->delay_min_ms + 1;
+        struct sim_event ev = {.t = s->now + s->sc->delay_min_ms + rnd(s, span),
+                               .kind = EV_DELIVER,
+                               .to = to,
+                               .len = len};
+        ev.bytes = malloc(len);
+        if (ev.bytes == NULL) {
+            s->oom = true;
+            return;
+        }
+        memcpy(ev.bytes, bytes, len);
+        ev_push(s, ev);
+    }
+}
+
+/* --- the model ledger -------------------------------------------------------- */
+
+static struct sim_account *account(struct sim_ledger *l, const tc_pubkey *pk, bool create)
+{
+    for (uint32_t i = 0; i < l->nacct; i++)
+        if (memcmp(l->acct[i].pk.b, pk->b, TC_PUBKEY_BYTES) == 0)
+            return &l->acct[i];
+    if (!create || l->nacct == SIM_MAX_ACCOUNTS)
+        return NULL;
+    struct sim_account *a = &l->acct[l->nacct++];
+    memset(a, 0, sizeof(*a));
+    a->pk = *pk;
+    return a;
+}
+
+static const struct sim_txrec *ledger_find(const struct sim_ledger *l, const tc_hash *h)
+{
+    for (size_t i = 0; i < l->ntx; i++)
+        if (memcmp(l->txs[i].hash.b, h->b, TC_HASH_BYTES) == 0)
+            return &l->txs[i];
+    return NULL;
+}
+
+static const struct sim_txrec *ledger_find_at(const struct sim_ledger *l, const tc_hash *h,
+                                              uint64_t height)
+{
+    for (size_t i = 0; i < l->ntx; i++)
+        if (l->txs[i].height == height && memcmp(l->txs[i].hash.b, h->b, TC_HASH_BYTES) == 0)
+            return &l->txs[i];
+    return NULL;
+}
+
+static uint8_t apply_tx(struct sim_ledger *l, const uint8_t *bytes, const tc_hash *h)
+{
+    struct ledger_tx tx;
+    if (ledger_tx_decode(bytes, LEDGER_TX_BYTES, &tx) != TALLY_OK)
+        return LEDGER_RESULT_MALFORMED;
+    if (ledger_find(l, h) != NULL)
+        return LEDGER_RESULT_DUPLICATE;
+    if (ledger_tx_verify(&tx) != TALLY_OK)
+        return LEDGER_RESULT_BAD_SIGNATURE;
+    struct sim_account *from = account(l, &tx.from, false);
+    if (from == NULL || tx.nonce != from->nonce + 1)
+        return LEDGER_RESULT_BAD_NONCE;
+    if (memcmp(tx.from.b, tx.to.b, TC_PUBKEY_BYTES) == 0)
+        return LEDGER_RESULT_SELF_TRANSFER;
+    if (tx.amount == 0)
+        return LEDGER_RESULT_ZERO_AMOUNT;
+    if (from->balance < tx.amount)
+        return LEDGER_RESULT_INSUFFICIENT_FUNDS;
+    struct sim_account *to = account(l, &tx.to, true);
+    if (to == NULL || to->balance > UINT64_MAX - tx.amount)
+        return LEDGER_RESULT_OVERFLOW;
+    from->balance -= tx.amount;
+    from->nonce++;
+    to->balance += tx.amount;
+    return LEDGER_RESULT_OK;
+}
+
+/* --- replica io (the shell) ---------------------------------------------------- */
+
+static void io_sign(void *ctx, const uint8_t *bytes, size_t len, tc_sig *out)
+{
+    struct sim_replica *r = ctx;
+    tc_sign(&r->kp, bytes, len, out);
+}
+
+static int io_persist(void *ctx, const struct pbft_persist *rec)
+{
+    struct sim_replica *r = ctx;
+    if (rec->kind == PBFT_PERSIST_DISCARD_LOG) {
+        size_t keep = 0;
+        for (size_t i = 0; i < r->nrecs; i++) {
+            if (r->recs[i].rec.seq <= rec->seq && r->recs[i].rec.kind != PBFT_PERSIST_VIEW) {
+                free(r->recs[i].bytes);
+                continue;
+            }
+            r->recs[keep++] = r->recs[i];
+        }
+        r->nrecs = keep;
+        return TALLY_OK;
+    }
+    if (!grow((void **)&r->recs, &r->caprecs, r->nrecs + 1, sizeof(*r->recs)))
+        return TALLY_ENOMEM;
+    struct sim_prec *p = &r->recs[r->nrecs];
+    memset(p, 0, sizeof(*p));
+    p->rec = *rec;
+    p->rec.batch = NULL;
+    if (rec->kind == PBFT_PERSIST_PREPREPARE && rec->batch != NULL) {
+        size_t len = (size_t)rec->batch->count * LEDGER_TX_BYTES;
+        p->bytes = malloc(len ? len : 1);
+        if (p->bytes == NULL)
+            return TALLY_ENOMEM;
+        if (len)
+            memcpy(p->bytes, rec->batch->tx_bytes, len);
+        p->batch.count = rec->batch->count;
+        p->batch.tx_bytes = p->bytes;
+    }
+    r->nrecs++;
+    return TALLY_OK;
+}
+
+/* Which backups the Byzantine primary lies to about seq: a fixed function of
+ * the run (so that its retransmissions tell each backup the same story). About
+ * a third of the sequence numbers are equivocated, to alternating halves. */
+static bool equivocate_to(const struct sim *s, uint32_t backup, uint64_t seq)
+{
+    uint64_t x = s->equiv_salt ^ seq;
+    if (splitmix64(&x) % 3 != 0)
+        return false;
+    return ((backup + seq) & 1) == 1;
+}
+
+/* A Byzantine primary: each PRE-PREPARE goes out in two versions, the real
+ * batch to some backups and a different one (reversed, or emptied) to others,
+ * each version properly signed with the primary's key. */
+static void equivocating_broadcast(struct sim_replica *r, const uint8_t *bytes, size_t len)
+{
+    struct sim *s = r->sim;
+    struct msg m;
+    struct tally_err err = {0};
+    if (msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK)
+        abort(); /* our own core's bytes */
+    const struct msg_batch *b = &m.u.pre_prepare.batch;
+    uint8_t *alt = malloc(b->count ? (size_t)b->count * LEDGER_TX_BYTES : 1);
+    if (alt == NULL) {
+        s->oom = true;
+        return;
+    }
+    struct msg_batch variant = {.count = b->count >= 2 ? b->count : 0, .tx_bytes = alt};
+    for (uint32_t i = 0; i < variant.count; i++)
+        memcpy(alt + (size_t)i * LEDGER_TX_BYTES,
+               b->tx_bytes + (size_t)(b->count - 1 - i) * LEDGER_TX_BYTES, LEDGER_TX_BYTES);
+    struct msg_buf vb;
+    msg_buf_init(&vb);
+    struct msg_signer signer = msg_signer_keypair(&r->kp);
+    bool differs = b->count > 0;
+    if (differs && msg_encode_pre_prepare(&vb, r->id, m.u.pre_prepare.view, m.u.pre_prepare.seq,
+                                          &variant, &signer) != TALLY_OK)
+        s->oom = true;
+    for (uint32_t j = 0; j < s->n; j++) {
+        if (j == r->id)
+            continue;
+        if (differs && vb.len > 0 && equivocate_to(s, j, m.u.pre_prepare.seq))
+            net_send(s, r->id, j, vb.data, vb.len);
+        else
+            net_send(s, r->id, j, bytes, len);
+    }
+    msg_buf_free(&vb);
+    free(alt);
+}
+
+static void io_send(void *ctx, int to, const uint8_t *bytes, size_t len)
+{
+    struct sim_replica *r = ctx;
+    struct sim *s = r->sim;
+    if (to == PBFT_BROADCAST) {
+        if (s->sc->equivocating_primary && r->id == 0 && len > 4 && bytes[4] == MSG_PRE_PREPARE) {
+            equivocating_broadcast(r, bytes, len);
+            return;
+        }
+        for (uint32_t j = 0; j < s->n; j++)
+            if (j != r->id)
+                net_send(s, r->id, j, bytes, len);
+        return;
+    }
+    if (to >= 0 && (uint32_t)to < s->n) {
+        if (s->sc->equivocating_primary && r->id == 0 && len > 4 && bytes[4] == MSG_PRE_PREPARE) {
+            /* Retransmissions keep the story each backup was told. */
+            struct msg m;
+            struct tally_err err = {0};
+            if (msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) == TALLY_OK &&
+                m.u.pre_prepare.batch.count > 0 &&
+                equivocate_to(s, (uint32_t)to, m.u.pre_prepare.seq))
+                return; /* keep it simple: the variant's backups get no retransmission */
+        }
+        net_send(s, r->id, (uint32_t)to, bytes, len);
+    }
+}
+
+static int client_of(struct sim *s, const tc_pubkey *pk)
+{
+    for (uint32_t c = 0; c < s->sc->clients; c++)
+        if (memcmp(s->cl[c].kp.pk.b, pk->b, TC_PUBKEY_BYTES) == 0)
+            return (int)c;
+    return -1;
+}
+
+static void send_reply(struct sim_replica *r, uint32_t client, uint64_t view, uint64_t height,
+                       const struct msg_reply_entry *entries, uint32_t count)
+{
+    struct sim *s = r->sim;
+    struct msg_signer signer = msg_signer_keypair(&r->kp);
+    msg_buf_reset(&s->buf);
+    if (msg_encode_reply(&s->buf, r->id, view, height, &r->ledger.heads[height], entries, count,
+                         &signer) != TALLY_OK) {
+        s->oom = true;
+        return;
+    }
+    net_send(s, r->id, s->n + client, s->buf.data, s->buf.len);
+}
+
+static void check_executed(struct sim *s, struct sim_replica *r, uint64_t seq)
+{
+    if (r->byzantine)
+        return;
+    if (!grow((void **)&s->ref, &s->capref, seq + 1, sizeof(*s->ref))) {
+        s->oom = true;
+        return;
+    }
+    struct sim_ref *ref = &s->ref[seq];
+    const tc_hash *d = &r->ledger.digests[seq], *h = &r->ledger.heads[seq];
+    if (!ref->set) {
+        ref->set = true;
+        ref->digest = *d;
+        ref->head = *h;
+        return;
+    }
+    if (memcmp(ref->digest.b, d->b, TC_HASH_BYTES) != 0)
+        violation(s, "replica %llu executed a different batch digest at seq %llu",
+                  (unsigned long long)(r->id), (unsigned long long)(seq));
+    else if (memcmp(ref->head.b, h->b, TC_HASH_BYTES) != 0)
+        violation(s, "replica %llu has a different head hash at height %llu",
+                  (unsigned long long)(r->id), (unsigned long long)(seq));
+}
+
+static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch)
+{
+    struct sim_replica *r = ctx;
+    struct sim *s = r->sim;
+    struct sim_ledger *l = &r->ledger;
+    if (seq != l->height + 1) {
+        violation(s, "replica %llu executed seq %llu after height %llu",
+                  (unsigned long long)(r->id), (unsigned long long)(seq),
+                  (unsigned long long)(l->height));
+        return;
+    }
+    if (!grow((void **)&l->heads, &l->caph, seq + 1, sizeof(tc_hash)) ||
+        !grow((void **)&l->digests, &l->capd, seq + 1, sizeof(tc_hash)) ||
+        !grow((void **)&l->txs, &l->captx, l->ntx + batch->count, sizeof(*l->txs))) {
+        s->oom = true;
+        return;
+    }
+    uint8_t results[MSG_MAX_BATCH];
+    struct msg_reply_entry *entries = calloc(batch->count ? batch->count : 1, sizeof(*entries));
+    int *owner = calloc(batch->count ? batch->count : 1, sizeof(*owner));
+    if (entries == NULL || owner == NULL) {
+        free(entries);
+        free(owner);
+        s->oom = true;
+        return;
+    }
+    for (uint32_t i = 0; i < batch->count; i++) {
+        const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+        tc_hash h;
+        ledger_tx_hash_bytes(tx, &h);
+        results[i] = apply_tx(l, tx, &h);
+        if (results[i] == LEDGER_RESULT_OK) {
+            for (size_t k = 0; k < l->ntx; k++)
+                if (l->txs[k].result == LEDGER_RESULT_OK &&
+                    memcmp(l->txs[k].hash.b, h.b, TC_HASH_BYTES) == 0)
+                    violation(s, "replica %llu executed a tx OK twice (heights %llu, %llu)",
+                              (unsigned long long)(r->id), (unsigned long long)(l->txs[k].height),
+                              (unsigned long long)(seq));
+        }
+        l->txs[l->ntx].hash = h;
+        l->txs[l->ntx].height = seq;
+        l->txs[l->ntx].result = results[i];
+        l->ntx++;
+        entries[i].tx_hash = h;
+        entries[i].result = results[i];
+        struct ledger_tx dtx;
+        owner[i] =
+            ledger_tx_decode(tx, LEDGER_TX_BYTES, &dtx) == TALLY_OK ? client_of(s, &dtx.from) : -1;
+    }
+    /* The chained head: H(h) = SHA-256(H(h-1) || batch digest || results). */
+    tc_hash digest;
+    msg_batch_digest(batch, &digest);
+    uint8_t pre[2 * TC_HASH_BYTES];
+    memcpy(pre, l->heads[seq - 1].b, TC_HASH_BYTES);
+    memcpy(pre + TC_HASH_BYTES, digest.b, TC_HASH_BYTES);
+    tc_sha256_2(pre, sizeof(pre), results, batch->count, &l->heads[seq]);
+    l->digests[seq] = digest;
+    l->height = seq;
+    if (seq > s->res->executed_max)
+        s->res->executed_max = seq;
+    check_executed(s, r, seq);
+
+    /* One REPLY per client per block, with that client's entries. */
+    for (uint32_t c = 0; c < s->sc->clients; c++) {
+        struct msg_reply_entry mine[MSG_MAX_BATCH];
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < batch->count; i++)
+            if (owner[i] == (int)c)
+                mine[k++] = entries[i];
+        if (k > 0)
+            send_reply(r, c, view, seq, mine, k);
+    }
+    free(entries);
+    free(owner);
+}
+
+/* --- replicas: delivery ---------------------------------------------------------- */
+
+static struct pbft *replica_core(struct sim *s, struct sim_replica *r)
+{
+    struct pbft_io io = {
+        .ctx = r, .sign = io_sign, .persist = io_persist, .send = io_send, .execute = io_execute};
+    struct pbft_config cfg = s->cfg;
+    cfg.id = r->id;
+    return pbft_create(&cfg, &io, r->ledger.height);
+}
+
+static void deliver_request(struct sim *s, struct sim_replica *r, const struct msg *m)
+{
+    for (uint32_t i = 0; i < m->u.request.count; i++) {
+        const uint8_t *bytes = m->u.request.tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+        struct ledger_tx tx;
+        if (ledger_tx_decode(bytes, LEDGER_TX_BYTES, &tx) != TALLY_OK ||
+            ledger_tx_verify(&tx) != TALLY_OK)
+            continue; /* the shell verifies client signatures */
+        tc_hash h;
+        ledger_tx_hash_bytes(bytes, &h);
+        const struct sim_txrec *done = ledger_find(&r->ledger, &h);
+        if (done != NULL) {
+            /* Already executed: re-send the reply (§4.1, the last reply). */
+            int c = client_of(s, &tx.from);
+            if (c >= 0) {
+                struct msg_reply_entry e = {.tx_hash = h, .result = done->result};
+                send_reply(r, (uint32_t)c, 0, done->height, &e, 1);
+            }
+            continue;
+        }
+        pbft_on_request(r->core, &tx, &h, s->now);
+    }
+}
+
+static void deliver_replica(struct sim *s, struct sim_replica *r, const uint8_t *bytes, size_t len)
+{
+    struct msg m;
+    struct tally_err err = {0};
+    if (msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK)
+        return;
+    if (m.type == MSG_REQUEST) {
+        deliver_request(s, r, &m);
+        return;
+    }
+    if (m.sender >= s->n || msg_verify(&m, &s->rep[m.sender].kp.pk) != TALLY_OK)
+        return; /* the shell drops what it cannot verify */
+    pbft_on_message(r->core, &m, s->now);
+}
+
+/* --- clients --------------------------------------------------------------------- */
+
+static void client_submit(struct sim *s, struct sim_client *c)
+{
+    if (c->submitted == s->sc->requests_per_client) {
+        c->done = true;
+        return;
+    }
+    uint32_t other = (c->idx + 1 + (uint32_t)rnd(s, s->sc->clients - 1)) % s->sc->clients;
+    struct ledger_tx tx = {.version = LEDGER_TX_VERSION,
+                           .kind = LEDGER_TX_KIND_TRANSFER,
+                           .from = c->kp.pk,
+                           .to = s->cl[other].kp.pk,
+                           .amount = 1 + rnd(s, 50),
+                           .nonce = ++c->nonce};
+    ledger_tx_sign(&tx, &c->kp);
+    ledger_tx_encode(&tx, c->tx);
+    ledger_tx_hash_bytes(c->tx, &c->hash);
+    memset(c->seen, 0, sizeof(c->seen));
+    c->submitted++;
+    c->waiting = true;
+    c->token++;
+    struct msg_batch b = {.count = 1, .tx_bytes = c->tx};
+    msg_buf_reset(&s->buf);
+    if (msg_encode_request(&s->buf, &b) != TALLY_OK) {
+        s->oom = true;
+        return;
+    }
+    net_send(s, s->n + c->idx, 0 /* the primary of view 0 */, s->buf.data, s->buf.len);
+    ev_push(s, (struct sim_event){.t = s->now + SIM_CLIENT_TIMEOUT_MS,
+                                  .kind = EV_CLIENT,
+                                  .to = s->n + c->idx,
+                                  .token = c->token});
+}
+
+static void client_timer(struct sim *s, struct sim_client *c, uint64_t token)
+{
+    if (token != c->token || c->done)
+        return;
+    if (!c->waiting) {
+        client_submit(s, c);
+        return;
+    }
+    /* No receipt yet: re-send to every replica (§4.1). */
+    struct msg_batch b = {.count = 1, .tx_bytes = c->tx};
+    msg_buf_reset(&s->buf);
+    if (msg_encode_request(&s->buf, &b) != TALLY_OK) {
+        s->oom = true;
+        return;
+    }
+    for (uint32_t j = 0; j < s->n; j++)
+        net_send(s, s->n + c->idx, j, s->buf.data, s->buf.len);
+    ev_push(s, (struct sim_event){.t = s->now + SIM_CLIENT_TIMEOUT_MS,
+                                  .kind = EV_CLIENT,
+                                  .to = s->n + c->idx,
+                                  .token = c->token});
+}
+
+static void client_receipt(struct sim *s, struct sim_client *c, const struct sim_reply_seen *r)
+{
+    /* The receipt must match what the correct replicas executed there. */
+    const struct sim_txrec *rec = NULL;
+    bool found_height = false;
+    for (uint32_t j = 0; j < s->n && rec == NULL; j++) {
+        struct sim_replica *x = &s->rep[j];
+        if (x->byzantine || x->ledger.height < r->height)
+            continue;
+        found_height = true;
+        if (memcmp(x->ledger.heads[r->height].b, r->block.b, TC_HASH_BYTES) != 0) {
+            violation(s,
+                      "client %llu receipt names a block hash at height %llu that replica "
+                      "%llu does not have",
+                      (unsigned long long)(c->idx), (unsigned long long)(r->height),
+                      (unsigned long long)(j));
+            return;
+        }
+        rec = ledger_find_at(&x->ledger, &c->hash, r->height);
+    }
+    if (!found_height) {
+        violation(s, "client %llu receipt at height %llu that no correct replica executed",
+                  (unsigned long long)(c->idx), (unsigned long long)(r->height));
+        return;
+    }
+    if (rec == NULL || rec->result != r->result) {
+        violation(s, "client %llu receipt (height %llu, result %llu) does not match the ledger",
+                  (unsigned long long)(c->idx), (unsigned long long)(r->height),
+                  (unsigned long long)(r->result));
+        return;
+    }
+    s->res->receipts++;
+    if (r->height > s->max_receipt_height)
+        s->max_receipt_height = r->height;
+    if (r->result != LEDGER_RESULT_OK && r->result != LEDGER_RESULT_DUPLICATE)
+        c->nonce--; /* the nonce was not consumed */
+    c->receipted++;
+    c->waiting = false;
+    c->token++;
+    ev_push(s, (struct sim_event){.t = s->now + rnd(s, 20),
+                                  .kind = EV_CLIENT,
+                                  .to = s->n + c->idx,
+                                  .token = c->token});
+}
+
+static void deliver_client(struct sim *s, struct sim_client *c, const uint8_t *bytes, size_t len)
+{
+    struct msg m;
+    struct tally_err err = {0};
+    if (msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK || m.type != MSG_REPLY ||
+        m.sender >= s->n || msg_verify(&m, &s->rep[m.sender].kp.pk) != TALLY_OK)
+        return;
+    if (!c->waiting)
+        return;
+    for (uint32_t i = 0; i < m.u.reply.count; i++) {
+        struct msg_reply_entry e;
+        msg_reply_entry_get(&m, i, &e);
+        if (memcmp(e.tx_hash.b, c->hash.b, TC_HASH_BYTES) != 0)
+            continue;
+        struct sim_reply_seen *mine = &c->seen[m.sender];
+        mine->have = true;
+        mine->height = m.u.reply.height;
+        mine->block = m.u.reply.block_hash;
+        mine->result = e.result;
+        uint32_t agree = 0;
+        for (uint32_t j = 0; j < s->n; j++)
+            if (c->seen[j].have && c->seen[j].height == mine->height &&
+                c->seen[j].result == mine->result &&
+                memcmp(c->seen[j].block.b, mine->block.b, TC_HASH_BYTES) == 0)
+                agree++;
+        if (agree >= s->f + 1) { /* f+1 matching replies */
+            struct sim_reply_seen r = *mine;
+            client_receipt(s, c, &r);
+        }
+        return;
+    }
+}
+
+/* --- crash and restart --------------------------------------------------------------- */
+
+static void replica_restart(struct sim *s, struct sim_replica *r)
+{
+    pbft_destroy(r->core);
+    r->core = replica_core(s, r);
+    if (r->core == NULL) {
+        s->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < r->nrecs; i++) {
+        struct pbft_persist rec = r->recs[i].rec;
+        if (rec.kind == PBFT_PERSIST_PREPREPARE)
+            rec.batch = &r->recs[i].batch;
+        if (pbft_restore(r->core, &rec) != TALLY_OK)
+            violation(s, "replica %llu could not restore record %llu", (unsigned long long)(r->id),
+                      (unsigned long long)(i));
+    }
+    r->down = false;
+}
+
+/* --- the run ------------------------------------------------------------------------- */
+
+static void seed_key(const char *role, uint32_t i, tc_keypair *kp)
+{
+    uint8_t seed[TC_SEED_BYTES] = {0};
+    snprintf((char *)seed, sizeof(seed), "sim-%s-%u", role, i);
+    if (tc_keypair_from_seed(kp, seed) != TALLY_OK)
+        abort();
+}
+
+/* After every event: each correct replica's latest block agrees with the
+ * reference (digest and chained head) recorded by the first correct replica
+ * that executed that height. Execution and receipts are also checked as they
+ * happen (check_executed, client_receipt); this catches anything in between. */
+static void check_invariants(struct sim *s)
+{
+    for (uint32_t j = 0; j < s->n && !s->res->violation; j++) {
+        const struct sim_replica *r = &s->rep[j];
+        uint64_t h = r->ledger.height;
+        if (r->byzantine || h == 0)
+            continue;
+        if (h >= s->capref || !s->ref[h].set)
+            violation(s, "replica %u height %llu has no reference", j, (unsigned long long)h);
+        else if (memcmp(s->ref[h].digest.b, r->ledger.digests[h].b, TC_HASH_BYTES) != 0 ||
+                 memcmp(s->ref[h].head.b, r->ledger.heads[h].b, TC_HASH_BYTES) != 0)
+            violation(s, "replica %u diverges at height %llu", j, (unsigned long long)h);
+    }
+}
+
+static bool all_done(struct sim *s)
+{
+    for (uint32_t c = 0; c < s->sc->clients; c++)
+        if (!s->cl[c].done)
+            return false;
+    for (uint32_t j = 0; j < s->n; j++) {
+        struct sim_replica *r = &s->rep[j];
+        if (r->byzantine || (int)j == s->sc->crashed_replica)
+            continue;
+        if (r->ledger.height < s->max_receipt_height)
+            return false;
+    }
+    return true;
+}
+
+int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    struct sim *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -1;
+    s->sc = sc;
+    s->res = res;
+    s->f = sc->f;
+    s->n = 3 * sc->f + 1;
+    s->rng = seed ^ 0x7A11E5EEDull;
+    for (const char *p = sc->name; *p; p++) /* a different stream per scenario */
+        s->rng = s->rng * 31 + (uint8_t)*p;
+    msg_buf_init(&s->buf);
+    s->equiv_salt = splitmix64(&s->rng);
+
+    struct pbft_config *cfg = &s->cfg;
+    cfg->n = s->n;
+    cfg->f = s->f;
+    cfg->checkpoint_interval = 4;
+    cfg->window = 16;
+    cfg->batch_max_txs = 2;
+    cfg->batch_timeout_ms = 5;
+    cfg->max_inflight = 4;
+    cfg->request_timeout_ms = 1000;
+    cfg->retransmit_ms = 100;
+    cfg->test_quorum_override = sc->quorum_override;
+    for (uint32_t j = 0; j < s->n; j++) {
+        seed_key("replica", j, &s->rep[j].kp);
+        cfg->replica_keys[j] = s->rep[j].kp.pk;
+    }
+    for (uint32_t c = 0; c < sc->clients; c++) {
+        s->cl[c].idx = c;
+        seed_key("client", c, &s->cl[c].kp);
+    }
+    for (uint32_t j = 0; j < s->n; j++) {
+        struct sim_replica *r = &s->rep[j];
+        r->sim = s;
+        r->id = j;
+        r->byzantine = sc->equivocating_primary && j == 0;
+        r->down = (int)j == sc->crashed_replica;
+        struct sim_ledger *l = &r->ledger;
+        if (!grow((void **)&l->heads, &l->caph, 64, sizeof(tc_hash)) ||
+            !grow((void **)&l->digests, &l->capd, 64, sizeof(tc_hash)))
+            s->oom = true;
+        for (uint32_t c = 0; c < sc->clients; c++) {
+            struct sim_account *a = account(l, &s->cl[c].kp.pk, true);
+            a->balance = SIM_GENESIS_BALANCE;
+        }
+        r->core = replica_core(s, r);
+        if (r->core == NULL)
+            s->oom = true;
+        ev_push(s, (struct sim_event){.t = rnd(s, SIM_TICK_MS), .kind = EV_TICK, .to = j});
+    }
+    for (uint32_t c = 0; c < sc->clients; c++)
+        ev_push(s, (struct sim_event){.t = rnd(s, 10), .kind = EV_CLIENT, .to = s->n + c});
+    if (sc->restart_replica >= 0) {
+        ev_push(s, (struct sim_event){.t = sc->restart_down_ms,
+                                      .kind = EV_CRASH,
+                                      .to = (uint32_t)sc->restart_replica});
+        ev_push(s, (struct sim_event){.t = sc->restart_up_ms,
+                                      .kind = EV_RESTART,
+                                      .to = (uint32_t)sc->restart_replica});
+    }
+
+    while (s->nheap > 0 && !s->oom && !res->violation) {
+        struct sim_event ev = ev_pop(s);
+        if (ev.t > sc->time_limit_ms) {
+            free(ev.bytes);
+            break;
+        }
+        s->now = ev.t;
+        res->events++;
+        switch (ev.kind) {
+        case EV_DELIVER:
+            if (ev.to < s->n) {
+                if (!s->rep[ev.to].down) {
+                    res->delivered++;
+                    deliver_replica(s, &s->rep[ev.to], ev.bytes, ev.len);
+                }
+            } else {
+                res->delivered++;
+                deliver_client(s, &s->cl[ev.to - s->n], ev.bytes, ev.len);
+            }
+            break;
+        case EV_TICK:
+            if (!s->rep[ev.to].down)
+                pbft_on_tick(s->rep[ev.to].core, s->now);
+            ev_push(s, (struct sim_event){.t = s->now + SIM_TICK_MS, .kind = EV_TICK, .to = ev.to});
+            break;
+        case EV_CLIENT:
+            client_timer(s, &s->cl[ev.to - s->n], ev.token);
+            break;
+        case EV_CRASH:
+            s->rep[ev.to].down = true;
+            break;
+        case EV_RESTART:
+            replica_restart(s, &s->rep[ev.to]);
+            break;
+        }
+        free(ev.bytes);
+        check_invariants(s);
+        if (all_done(s))
+            break;
+    }
+    res->end_ms = s->now;
+    res->live = !res->violation && all_done(s);
+    if (!res->violation && !res->live && sc->expect_liveness && !s->oom) {
+        uint32_t done = 0;
+        for (uint32_t c = 0; c < sc->clients; c++)
+            done += s->cl[c].receipted;
+        char heights[128] = {0};
+        size_t off = 0;
+        for (uint32_t j = 0; j < s->n && off < sizeof(heights) - 24; j++)
+            off += (size_t)snprintf(heights + off, sizeof(heights) - off, " r%u=%llu", j,
+                                    (unsigned long long)s->rep[j].ledger.height);
+        snprintf(res->what, sizeof(res->what),
+                 "liveness: %u of %u requests receipted by t=%llums, heights%s", done,
+                 sc->clients * sc->requests_per_client, (unsigned long long)s->now, heights);
+    }
+
+    int rc = s->oom ? -1 : 0;
+    while (s->nheap > 0) {
+        struct sim_event ev = ev_pop(s);
+        free(ev.bytes);
+    }
+    free(s->heap);
+    for (uint32_t j = 0; j < s->n; j++) {
+        struct sim_replica *r = &s->rep[j];
+        pbft_destroy(r->core);
+        tc_keypair_free(&r->kp);
+        free(r->ledger.txs);
+        free(r->ledger.heads);
+        free(r->ledger.digests);
+        for (size_t i = 0; i < r->nrecs; i++)
+            free(r->recs[i].bytes);
+        free(r->recs);
+    }
+    for (uint32_t c = 0; c < sc->clients; c++)
+        tc_keypair_free(&s->cl[c].kp);
+    free(s->ref);
+    msg_buf_free(&s->buf);
+    free(s);
+    return rc;
+}
+
+uint64_t sim_seed_count(uint64_t divisor)
+{
+    const char *e = getenv("SEEDS");
+    uint64_t seeds = e && *e ? strtoull(e, NULL, 10) : 500;
+    seeds = divisor ? seeds / divisor : seeds;
+    return seeds ? seeds : 1;
+}
+
+bool sim_replay_seed(uint64_t *seed)
+{
+    const char *e = getenv("SIM_SEED");
+    if (e == NULL || *e == 0)
+        return false;
+    *seed = strtoull(e, NULL, 10);
+    return true;
+}

@@ -1,0 +1,516 @@
+/* The PBFT core driven by hand, one message at a time: the acceptance rules of
+ * Castro & Liskov §4.2-§4.3, what is dropped and counted, persist-before-send,
+ * in-order execution, batching, pipelining, de-duplication and restore. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "src/log.h"
+#include "src/pbft.h"
+
+#define N 4
+#define MAX_EVENTS 256
+
+struct sent {
+    int to;
+    uint64_t step; /* order among persists and sends */
+    struct msg m;
+    uint8_t *bytes;
+};
+
+struct harness {
+    tc_keypair keys[N], client;
+    struct pbft_config cfg;
+    struct pbft *core;
+    uint64_t step;
+    struct sent sent[MAX_EVENTS];
+    size_t nsent;
+    struct pbft_persist persisted[MAX_EVENTS];
+    uint64_t persist_step[MAX_EVENTS];
+    size_t npersisted;
+    uint64_t executed[MAX_EVENTS];
+    uint32_t executed_count[MAX_EVENTS];
+    size_t nexecuted;
+    int persist_rc;
+    uint8_t txs[8][LEDGER_TX_BYTES];
+    tc_hash tx_hash[8];
+    struct msg_buf buf;
+};
+
+static void h_sign(void *ctx, const uint8_t *bytes, size_t len, tc_sig *out)
+{
+    struct harness *h = ctx;
+    tc_sign(&h->keys[h->cfg.id], bytes, len, out);
+}
+
+static int h_persist(void *ctx, const struct pbft_persist *rec)
+{
+    struct harness *h = ctx;
+    if (h->persist_rc != TALLY_OK)
+        return h->persist_rc;
+    assert_true(h->npersisted < MAX_EVENTS);
+    h->persisted[h->npersisted] = *rec;
+    h->persisted[h->npersisted].batch = NULL;
+    h->persist_step[h->npersisted++] = h->step++;
+    return TALLY_OK;
+}
+
+static void h_send(void *ctx, int to, const uint8_t *bytes, size_t len)
+{
+    struct harness *h = ctx;
+    assert_true(h->nsent < MAX_EVENTS);
+    struct sent *s = &h->sent[h->nsent++];
+    s->to = to;
+    s->step = h->step++;
+    s->bytes = malloc(len);
+    memcpy(s->bytes, bytes, len);
+    struct tally_err err = {0};
+    assert_int_equal(msg_decode(s->bytes, len, 1u << 20, &s->m, &err), TALLY_OK);
+    assert_int_equal(msg_verify(&s->m, &h->keys[s->m.sender].pk), TALLY_OK);
+}
+
+static void h_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch)
+{
+    struct harness *h = ctx;
+    assert_true(view == 0);
+    h->executed[h->nexecuted] = seq;
+    h->executed_count[h->nexecuted++] = batch->count;
+}
+
+static void h_start(struct harness *h, uint32_t id, uint64_t last_executed)
+{
+    memset(h, 0, sizeof(*h));
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t seed[TC_SEED_BYTES] = {(uint8_t)(i + 1)};
+        assert_int_equal(tc_keypair_from_seed(&h->keys[i], seed), TALLY_OK);
+        h->cfg.replica_keys[i] = h->keys[i].pk;
+    }
+    uint8_t seed[TC_SEED_BYTES] = {99};
+    assert_int_equal(tc_keypair_from_seed(&h->client, seed), TALLY_OK);
+    for (int i = 0; i < 8; i++) {
+        struct ledger_tx tx = {.version = LEDGER_TX_VERSION,
+                               .kind = LEDGER_TX_KIND_TRANSFER,
+                               .from = h->client.pk,
+                               .to = h->keys[0].pk,
+                               .amount = 1,
+                               .nonce = (uint64_t)i + 1};
+        ledger_tx_sign(&tx, &h->client);
+        ledger_tx_encode(&tx, h->txs[i]);
+        ledger_tx_hash_bytes(h->txs[i], &h->tx_hash[i]);
+    }
+    h->cfg.n = N;
+    h->cfg.f = 1;
+    h->cfg.id = id;
+    h->cfg.checkpoint_interval = 4;
+    h->cfg.window = 8;
+    h->cfg.batch_max_txs = 2;
+    h->cfg.batch_timeout_ms = 10;
+    h->cfg.max_inflight = 2;
+    h->cfg.request_timeout_ms = 1000;
+    h->cfg.retransmit_ms = 100;
+    struct pbft_io io = {
+        .ctx = h, .sign = h_sign, .persist = h_persist, .send = h_send, .execute = h_execute};
+    h->core = pbft_create(&h->cfg, &io, last_executed);
+    assert_non_null(h->core);
+    msg_buf_init(&h->buf);
+}
+
+static void h_stop(struct harness *h)
+{
+    pbft_destroy(h->core);
+    for (size_t i = 0; i < h->nsent; i++)
+        free(h->sent[i].bytes);
+    for (int i = 0; i < N; i++)
+        tc_keypair_free(&h->keys[i]);
+    tc_keypair_free(&h->client);
+    msg_buf_free(&h->buf);
+}
+
+static uint64_t dropped(const struct harness *h)
+{
+    struct pbft_status st;
+    pbft_get_status(h->core, &st);
+    return st.dropped_messages;
+}
+
+/* Decode bytes just encoded into h->buf and hand them to the core. */
+static void h_deliver(struct harness *h)
+{
+    struct msg m;
+    struct tally_err err = {0};
+    assert_int_equal(msg_decode(h->buf.data, h->buf.len, 1u << 20, &m, &err), TALLY_OK);
+    pbft_on_message(h->core, &m, 0);
+    msg_buf_reset(&h->buf);
+}
+
+static void h_pre_prepare(struct harness *h, uint32_t from, uint64_t view, uint64_t seq,
+                          uint32_t first_tx, uint32_t count, tc_hash *digest)
+{
+    struct msg_signer signer = msg_signer_keypair(&h->keys[from]);
+    struct msg_batch b = {.count = count, .tx_bytes = h->txs[first_tx]};
+    if (digest != NULL)
+        msg_batch_digest(&b, digest);
+    assert_int_equal(msg_encode_pre_prepare(&h->buf, from, view, seq, &b, &signer), TALLY_OK);
+    h_deliver(h);
+}
+
+static void h_phase(struct harness *h, enum msg_type type, uint32_t from, uint64_t view,
+                    uint64_t seq, const tc_hash *d)
+{
+    struct msg_signer signer = msg_signer_keypair(&h->keys[from]);
+    assert_int_equal(msg_encode_phase(&h->buf, type, from, view, seq, d, &signer), TALLY_OK);
+    h_deliver(h);
+}
+
+static void h_request(struct harness *h, int i, uint64_t now)
+{
+    struct ledger_tx tx;
+    assert_int_equal(ledger_tx_decode(h->txs[i], LEDGER_TX_BYTES, &tx), TALLY_OK);
+    pbft_on_request(h->core, &tx, &h->tx_hash[i], now);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    tally_log_set_level(TALLY_LOG_ERROR);
+    tally_log_init("core");
+    return tc_init() == TALLY_OK ? 0 : -1;
+}
+
+/* §4.2: the primary assigns seq and multicasts PRE-PREPARE; we persist it first. */
+static void test_primary_persists_then_sends(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 0, 0);
+    h_request(&h, 0, 0);
+    assert_int_equal(h.nsent, 0); /* one of two: waits for the batch */
+    h_request(&h, 1, 1);
+    assert_int_equal(h.nsent, 1);
+    assert_int_equal(h.sent[0].to, PBFT_BROADCAST);
+    assert_int_equal(h.sent[0].m.type, MSG_PRE_PREPARE);
+    assert_true(h.sent[0].m.u.pre_prepare.seq == 1);
+    assert_int_equal(h.sent[0].m.u.pre_prepare.batch.count, 2);
+    assert_int_equal(h.npersisted, 1);
+    assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_PREPREPARE);
+    assert_true(h.persist_step[0] < h.sent[0].step);
+    assert_memory_equal(h.persisted[0].sig.b, h.sent[0].m.sig.b, TC_SIG_BYTES);
+
+    /* 2f = 2 prepares from backups make it prepared: COMMIT, persisted first. */
+    const tc_hash *d = &h.sent[0].m.u.pre_prepare.digest;
+    h_phase(&h, MSG_PREPARE, 1, 0, 1, d);
+    assert_int_equal(h.nsent, 1);
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, d);
+    assert_int_equal(h.nsent, 2);
+    assert_int_equal(h.sent[1].m.type, MSG_COMMIT);
+    assert_int_equal(h.persisted[1].kind, PBFT_PERSIST_COMMIT);
+    assert_true(h.persist_step[1] < h.sent[1].step);
+    /* 2f+1 commits including our own. */
+    h_phase(&h, MSG_COMMIT, 1, 0, 1, d);
+    assert_int_equal(h.nexecuted, 0);
+    h_phase(&h, MSG_COMMIT, 3, 0, 1, d);
+    assert_int_equal(h.nexecuted, 1);
+    assert_true(h.executed[0] == 1 && h.executed_count[0] == 2);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, d); /* late: no second execution */
+    assert_int_equal(h.nexecuted, 1);
+    h_stop(&h);
+}
+
+static void test_backup_normal_case(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 1, 0);
+    tc_hash d;
+    h_pre_prepare(&h, 0, 0, 1, 0, 2, &d);
+    assert_int_equal(h.npersisted, 2);
+    assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_PREPREPARE);
+    assert_int_equal(h.persisted[1].kind, PBFT_PERSIST_PREPARE);
+    assert_int_equal(h.nsent, 1);
+    assert_int_equal(h.sent[0].m.type, MSG_PREPARE);
+    assert_true(h.persist_step[1] < h.sent[0].step);
+    assert_memory_equal(h.sent[0].m.u.phase.digest.b, d.b, TC_HASH_BYTES);
+    /* Our prepare + one more = 2f. */
+    h_phase(&h, MSG_PREPARE, 3, 0, 1, &d);
+    assert_int_equal(h.nsent, 2);
+    assert_int_equal(h.sent[1].m.type, MSG_COMMIT);
+    h_phase(&h, MSG_COMMIT, 0, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 3, 0, 1, &d);
+    assert_int_equal(h.nexecuted, 1);
+    h_stop(&h);
+}
+
+/* Prepares and commits may arrive before the pre-prepare. */
+static void test_early_phases_then_pre_prepare(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 1, 0);
+    struct msg_batch b = {.count = 1, .tx_bytes = h.txs[0]};
+    tc_hash d, bogus;
+    msg_batch_digest(&b, &d);
+    memset(bogus.b, 0xEE, sizeof(bogus.b));
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, &bogus); /* kept, never counted */
+    h_phase(&h, MSG_PREPARE, 3, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 0, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 3, 0, 1, &d);
+    assert_int_equal(h.nsent, 0);
+    h_pre_prepare(&h, 0, 0, 1, 0, 1, NULL);
+    /* prepare (own) + prepare(3) = 2f -> commit (own) + 2 = 2f+1 -> execute. */
+    assert_int_equal(h.nsent, 2);
+    assert_int_equal(h.nexecuted, 1);
+    h_stop(&h);
+}
+
+static void test_drops_are_counted(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 1, 0);
+    tc_hash d;
+    uint64_t before = dropped(&h);
+    h_pre_prepare(&h, 0, 1, 1, 0, 1, &d); /* another view */
+    h_pre_prepare(&h, 2, 0, 1, 0, 1, &d); /* not the primary */
+    h_pre_prepare(&h, 0, 0, 9, 0, 1, &d); /* above h + L = 8 */
+    h_pre_prepare(&h, 0, 0, 0, 0, 1, &d); /* at h */
+    h_pre_prepare(&h, 0, 0, 1, 0, 3, &d); /* more than batch_max_txs */
+    assert_int_equal(h.nsent, 0);
+    assert_true(dropped(&h) == before + 5);
+
+    h_pre_prepare(&h, 0, 0, 1, 0, 1, &d); /* accepted */
+    assert_int_equal(h.nsent, 1);
+    h_pre_prepare(&h, 0, 0, 1, 0, 1, NULL); /* duplicate */
+    h_pre_prepare(&h, 0, 0, 1, 1, 1, NULL); /* a different digest for (v, n) */
+    assert_int_equal(h.nsent, 1);
+    assert_true(dropped(&h) == before + 7);
+
+    tc_hash other;
+    memset(other.b, 1, sizeof(other.b));
+    h_phase(&h, MSG_PREPARE, 0, 0, 1, &d);     /* from the primary */
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, &other); /* mismatching digest */
+    h_phase(&h, MSG_PREPARE, 2, 1, 1, &d);     /* another view */
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &other);  /* mismatching digest */
+    h_phase(&h, MSG_COMMIT, 2, 0, 100, &d);    /* outside the watermarks */
+    assert_true(dropped(&h) == before + 12);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &d); /* duplicate */
+    assert_true(dropped(&h) == before + 13);
+
+    /* An unknown sender (the shell could not have verified it, but still). */
+    struct msg m;
+    struct msg_signer signer = msg_signer_keypair(&h.keys[2]);
+    assert_int_equal(msg_encode_phase(&h.buf, MSG_PREPARE, 7, 0, 1, &d, &signer), TALLY_OK);
+    struct tally_err err = {0};
+    assert_int_equal(msg_decode(h.buf.data, h.buf.len, 1u << 20, &m, &err), TALLY_OK);
+    pbft_on_message(h.core, &m, 0);
+    msg_buf_reset(&h.buf);
+    assert_true(dropped(&h) == before + 14);
+    assert_int_equal(h.nexecuted, 0);
+    h_stop(&h);
+}
+
+/* §4.3: execution strictly in sequence order. */
+static void test_in_order_execution(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 1, 0);
+    tc_hash d1, d2;
+    h_pre_prepare(&h, 0, 0, 2, 2, 2, &d2);
+    h_phase(&h, MSG_PREPARE, 2, 0, 2, &d2);
+    h_phase(&h, MSG_COMMIT, 0, 0, 2, &d2);
+    h_phase(&h, MSG_COMMIT, 2, 0, 2, &d2);
+    assert_int_equal(h.nexecuted, 0);      /* seq 2 committed, seq 1 not */
+    h_pre_prepare(&h, 0, 0, 1, 0, 0, &d1); /* an empty batch is fine */
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, &d1);
+    h_phase(&h, MSG_COMMIT, 0, 0, 1, &d1);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &d1);
+    assert_int_equal(h.nexecuted, 2);
+    assert_true(h.executed[0] == 1 && h.executed_count[0] == 0);
+    assert_true(h.executed[1] == 2 && h.executed_count[1] == 2);
+    h_stop(&h);
+}
+
+static void test_dedupe_and_batch_timeout(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 0, 0);
+    struct pbft_status st;
+    h_request(&h, 0, 100);
+    h_request(&h, 0, 101); /* queued already */
+    pbft_get_status(h.core, &st);
+    assert_true(st.queued_requests == 1 && st.dropped_messages == 1);
+    pbft_on_tick(h.core, 105);
+    assert_int_equal(h.sent[h.nsent - 1].m.type, MSG_STATUS_ACTIVE); /* no batch yet */
+    size_t before = h.nsent;
+    pbft_on_tick(h.core, 110); /* the oldest waited batch_timeout_ms */
+    assert_int_equal(h.nsent, before + 1);
+    assert_int_equal(h.sent[before].m.type, MSG_PRE_PREPARE);
+    assert_int_equal(h.sent[before].m.u.pre_prepare.batch.count, 1);
+    h_request(&h, 0, 111); /* in the log now */
+    pbft_get_status(h.core, &st);
+    assert_true(st.queued_requests == 0 && st.dropped_messages == 2);
+    h_stop(&h);
+
+    /* A backup keeps requests, until it sees them in a pre-prepare. */
+    h_start(&h, 2, 0);
+    h_request(&h, 0, 0);
+    h_request(&h, 1, 0);
+    pbft_get_status(h.core, &st);
+    assert_true(st.queued_requests == 2);
+    h_pre_prepare(&h, 0, 0, 1, 0, 1, NULL);
+    pbft_get_status(h.core, &st);
+    assert_true(st.queued_requests == 1);
+    h_request(&h, 0, 0);
+    pbft_get_status(h.core, &st);
+    assert_true(st.queued_requests == 1);
+    h_stop(&h);
+}
+
+static void test_pipeline_limit(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 0, 0);
+    for (int i = 0; i < 8; i++)
+        h_request(&h, i, 0);
+    assert_int_equal(h.nsent, 2); /* max_inflight = 2 batches of 2 */
+    assert_true(h.sent[1].m.u.pre_prepare.seq == 2);
+    /* Commit seq 1: the pipeline moves on. */
+    const tc_hash *d = &h.sent[0].m.u.pre_prepare.digest;
+    h_phase(&h, MSG_PREPARE, 1, 0, 1, d);
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, d);
+    h_phase(&h, MSG_COMMIT, 1, 0, 1, d);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, d);
+    assert_int_equal(h.nexecuted, 1);
+    assert_int_equal(h.sent[h.nsent - 1].m.type, MSG_PRE_PREPARE);
+    assert_true(h.sent[h.nsent - 1].m.u.pre_prepare.seq == 3);
+    h_stop(&h);
+}
+
+static void test_restore(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 0, 0);
+    uint8_t two[2 * LEDGER_TX_BYTES];
+    memcpy(two, h.txs[0], LEDGER_TX_BYTES);
+    memcpy(two + LEDGER_TX_BYTES, h.txs[1], LEDGER_TX_BYTES);
+    struct msg_batch b1 = {.count = 1, .tx_bytes = h.txs[2]};
+    struct msg_batch b2 = {.count = 2, .tx_bytes = two};
+    pbft_destroy(h.core);
+    struct pbft_io io = {
+        .ctx = &h, .sign = h_sign, .persist = h_persist, .send = h_send, .execute = h_execute};
+    h.core = pbft_create(&h.cfg, &io, 1); /* the ledger holds seq 1 */
+    struct pbft_persist r1 = {.kind = PBFT_PERSIST_PREPREPARE, .view = 0, .seq = 1, .batch = &b1};
+    struct pbft_persist r2 = {.kind = PBFT_PERSIST_PREPREPARE, .view = 0, .seq = 2, .batch = &b2};
+    assert_int_equal(pbft_restore(h.core, &r1), TALLY_OK);
+    assert_int_equal(pbft_restore(h.core, &r2), TALLY_OK);
+    /* The txs of seq 2 are in the log: not queued again; a new one goes to seq 3. */
+    h_request(&h, 0, 0);
+    h_request(&h, 3, 0);
+    h_request(&h, 4, 0);
+    assert_int_equal(h.nsent, 1);
+    assert_true(h.sent[0].m.u.pre_prepare.seq == 3);
+    /* seq 2 commits and executes; seq 1 never again. */
+    tc_hash d2;
+    msg_batch_digest(&b2, &d2);
+    h_phase(&h, MSG_PREPARE, 1, 0, 2, &d2);
+    h_phase(&h, MSG_PREPARE, 2, 0, 2, &d2);
+    h_phase(&h, MSG_COMMIT, 1, 0, 2, &d2);
+    h_phase(&h, MSG_COMMIT, 2, 0, 2, &d2);
+    assert_int_equal(h.nexecuted, 1);
+    assert_true(h.executed[0] == 2);
+    h_stop(&h);
+}
+
+static void test_persist_failure_stops_promises(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 1, 0);
+    h.persist_rc = TALLY_EIO;
+    h_pre_prepare(&h, 0, 0, 1, 0, 1, NULL);
+    assert_int_equal(h.nsent, 0);
+    h.persist_rc = TALLY_OK;
+    h_pre_prepare(&h, 0, 0, 2, 1, 1, NULL);
+    pbft_on_tick(h.core, 1000);
+    assert_int_equal(h.nsent, 0);
+    assert_int_equal(h.npersisted, 0);
+    h_stop(&h);
+}
+
+/* A peer reports it executed nothing: we resend the primary's PRE-PREPARE
+ * (its signature intact) and our own PREPARE and COMMIT. */
+static void test_status_retransmission(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 1, 0);
+    tc_hash d;
+    h_pre_prepare(&h, 0, 0, 1, 0, 2, &d);
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 0, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &d);
+    assert_int_equal(h.nexecuted, 1);
+    size_t before = h.nsent;
+    struct msg_signer signer = msg_signer_keypair(&h.keys[3]);
+    assert_int_equal(msg_encode_status_active(&h.buf, 3, 0, 0, &signer), TALLY_OK);
+    h_deliver(&h);
+    assert_int_equal(h.nsent, before + 3);
+    assert_int_equal(h.sent[before].to, 3);
+    assert_int_equal(h.sent[before].m.type, MSG_PRE_PREPARE);
+    assert_int_equal(h.sent[before].m.sender, 0);
+    assert_int_equal(msg_verify(&h.sent[before].m, &h.keys[0].pk), TALLY_OK);
+    assert_int_equal(h.sent[before + 1].m.type, MSG_PREPARE);
+    assert_int_equal(h.sent[before + 2].m.type, MSG_COMMIT);
+    h_stop(&h);
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 0, 0);
+    struct pbft_io io = {
+        .ctx = &h, .sign = h_sign, .persist = h_persist, .send = h_send, .execute = h_execute};
+    struct pbft_config c = h.cfg;
+    c.n = 5; /* not 3f+1 */
+    assert_null(pbft_create(&c, &io, 0));
+    c = h.cfg;
+    c.id = 4;
+    assert_null(pbft_create(&c, &io, 0));
+    c = h.cfg;
+    c.window = 6; /* not a multiple of K = 4 */
+    assert_null(pbft_create(&c, &io, 0));
+    c = h.cfg;
+    c.batch_max_txs = 0;
+    assert_null(pbft_create(&c, &io, 0));
+    assert_int_equal(pbft_primary_of(h.core, 5), 1);
+    h_stop(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_primary_persists_then_sends),
+        cmocka_unit_test(test_backup_normal_case),
+        cmocka_unit_test(test_early_phases_then_pre_prepare),
+        cmocka_unit_test(test_drops_are_counted),
+        cmocka_unit_test(test_in_order_execution),
+        cmocka_unit_test(test_dedupe_and_batch_timeout),
+        cmocka_unit_test(test_pipeline_limit),
+        cmocka_unit_test(test_restore),
+        cmocka_unit_test(test_persist_failure_stops_promises),
+        cmocka_unit_test(test_status_retransmission),
+        cmocka_unit_test(test_bad_config),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -1,0 +1,621 @@
+/* Client library: see client.h. */
+#include "tools/lib/client.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+
+#include "src/msg.h"
+
+#define CLIENT_BUFFER_MSGS 1024
+#define CLIENT_RECONN_MIN_MS 20
+#define CLIENT_RECONN_MAX_MS 500
+#define CLIENT_QUERY_RETRY_MS 250
+
+struct client {
+    const struct tally_config *cfg;
+    uint32_t n;
+    nng_socket socks[CONFIG_MAX_REPLICAS];
+    bool open[CONFIG_MAX_REPLICAS];
+    int fds[CONFIG_MAX_REPLICAS];
+    size_t max_body;
+    uint64_t next_request_id;
+    struct msg_buf buf;
+};
+
+uint64_t client_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int client_open(const struct tally_config *cfg, struct client **out, struct tally_err *err)
+{
+    int rc = 0, rv;
+    struct client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory");
+    c->cfg = cfg;
+    c->n = cfg->n;
+    c->max_body = cfg->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
+    c->next_request_id = client_now_us() ^ ((uint64_t)getpid() << 40);
+    msg_buf_init(&c->buf);
+    for (uint32_t i = 0; i < c->n; i++) {
+        const char *addr = cfg->replicas[i].client_address;
+        if ((rv = nng_pair1_open(&c->socks[i])) != 0) {
+            rc = tally_errf(err, TALLY_EIO, "opening a socket: %s", nng_strerror(rv));
+            goto fail;
+        }
+        c->open[i] = true;
+        if ((rv = nng_socket_set_int(c->socks[i], NNG_OPT_RECVBUF, CLIENT_BUFFER_MSGS)) != 0 ||
+            (rv = nng_socket_set_int(c->socks[i], NNG_OPT_SENDBUF, CLIENT_BUFFER_MSGS)) != 0 ||
+            (rv = nng_socket_set_size(c->socks[i], NNG_OPT_RECVMAXSZ,
+                                      (size_t)cfg->max_message_bytes)) != 0 ||
+            (rv = nng_socket_set_ms(c->socks[i], NNG_OPT_RECONNMINT, CLIENT_RECONN_MIN_MS)) != 0 ||
+            (rv = nng_socket_set_ms(c->socks[i], NNG_OPT_RECONNMAXT, CLIENT_RECONN_MAX_MS)) != 0 ||
+            (rv = nng_socket_get_int(c->socks[i], NNG_OPT_RECVFD, &c->fds[i])) != 0) {
+            rc = tally_errf(err, TALLY_EIO, "socket options: %s", nng_strerror(rv));
+            goto fail;
+        }
+        if ((rv = nng_dial(c->socks[i], addr, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+            rc = tally_errf(err, TALLY_EIO, "replica %u at %s: %s", i, addr, nng_strerror(rv));
+            goto fail;
+        }
+    }
+    *out = c;
+    return 0;
+fail:
+    client_close(c);
+    return rc;
+}
+
+/* Closing runs on a helper thread with a bounded wait: NNG 1.5.2's nng_close
+ * occasionally never returns (about 1 in 50 short-lived clients here). When
+ * that happens the sockets are abandoned (the process is usually about to
+ * exit) instead of hanging the caller. */
+struct closer {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done, abandoned;
+    uint32_t n;
+    nng_socket socks[CONFIG_MAX_REPLICAS];
+};
+
+static void closer_free(struct closer *k)
+{
+    pthread_mutex_destroy(&k->lock);
+    pthread_cond_destroy(&k->cond);
+    free(k);
+}
+
+static void *closer_main(void *arg)
+{
+    struct closer *k = arg;
+    for (uint32_t i = 0; i < k->n; i++)
+        nng_close(k->socks[i]);
+    pthread_mutex_lock(&k->lock);
+    k->done = true;
+    bool abandoned = k->abandoned;
+    pthread_cond_signal(&k->cond);
+    pthread_mutex_unlock(&k->lock);
+    if (abandoned)
+        closer_free(k);
+    return NULL;
+}
+
+void client_close(struct client *c)
+{
+    if (c == NULL)
+        return;
+    struct closer *k = calloc(1, sizeof(*k));
+    if (k != NULL) {
+        pthread_mutex_init(&k->lock, NULL);
+        pthread_cond_init(&k->cond, NULL);
+        for (uint32_t i = 0; i < c->n; i++)
+            if (c->open[i])
+                k->socks[k->n++] = c->socks[i];
+        pthread_t t;
+        if (pthread_create(&t, NULL, closer_main, k) == 0) {
+            pthread_detach(t);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_mutex_lock(&k->lock);
+            while (!k->done)
+                if (pthread_cond_timedwait(&k->cond, &k->lock, &ts) != 0)
+                    break;
+            bool done = k->done;
+            k->abandoned = !done;
+            pthread_mutex_unlock(&k->lock);
+            if (done)
+                closer_free(k);
+        } else {
+            closer_free(k);
+        }
+    }
+    msg_buf_free(&c->buf);
+    free(c);
+}
+
+static void send_to(struct client *c, uint32_t i, const uint8_t *bytes, size_t len)
+{
+    /* Queued in the socket's send buffer while the replica is not connected;
+     * dropped when even that is full (a retry sends it again). */
+    (void)nng_send(c->socks[i], (void *)bytes, len, NNG_FLAG_NONBLOCK);
+}
+
+static void send_all(struct client *c, const uint8_t *bytes, size_t len)
+{
+    for (uint32_t i = 0; i < c->n; i++)
+        send_to(c, i, bytes, len);
+}
+
+/* Wait until a socket is readable or timeout_us passes. */
+static void wait_readable(struct client *c, uint64_t timeout_us)
+{
+    struct pollfd pfd[CONFIG_MAX_REPLICAS];
+    for (uint32_t i = 0; i < c->n; i++)
+        pfd[i] = (struct pollfd){.fd = c->fds[i], .events = POLLIN};
+    int ms = (int)((timeout_us + 999) / 1000);
+    (void)poll(pfd, c->n, ms);
+}
+
+/* Receive one message from socket i (non-blocking), decode and verify it as
+ * coming from a replica of the config. 0 when *m is valid (msg owned by the
+ * caller: nng_msg_free), nonzero when there is nothing (more) or it was bad. */
+static int recv_verified(struct client *c, uint32_t i, nng_msg **msgp, struct msg *m, bool *more)
+{
+    nng_msg *msg = NULL;
+    *more = false;
+    if (nng_recvmsg(c->socks[i], &msg, NNG_FLAG_NONBLOCK) != 0)
+        return -1;
+    *more = true;
+    if (msg_decode(nng_msg_body(msg), nng_msg_len(msg), c->max_body, m, NULL) != 0 ||
+        m->sender >= c->n || msg_verify(m, &c->cfg->replicas[m->sender].pk) != 0) {
+        nng_msg_free(msg);
+        return -1;
+    }
+    *msgp = msg;
+    return 0;
+}
+
+/* ---- submit ---------------------------------------------------------- */
+
+struct vote {
+    bool has;
+    uint64_t height;
+    tc_hash block_hash;
+    uint8_t result;
+};
+
+struct pend {
+    enum { P_NEW, P_SENT, P_DONE } state;
+    uint64_t sent_us, first_us;
+    struct vote votes[CONFIG_MAX_REPLICAS];
+};
+
+struct submit_state {
+    size_t n, mask;
+    size_t *table; /* open addressing: index + 1, 0 empty */
+    struct pend *p;
+    struct client_receipt *out;
+};
+
+static size_t slot_of(const tc_hash *h, size_t mask)
+{
+    uint64_t x;
+    memcpy(&x, h->b, sizeof(x));
+    return (size_t)x & mask;
+}
+
+static long find_tx(const struct submit_state *s, const tc_hash *h)
+{
+    for (size_t j = slot_of(h, s->mask);; j = (j + 1) & s->mask) {
+        size_t v = s->table[j];
+        if (v == 0)
+            return -1;
+        if (memcmp(s->out[v - 1].tx_hash.b, h->b, TC_HASH_BYTES) == 0)
+            return (long)(v - 1);
+    }
+}
+
+static void on_reply(struct client *c, struct submit_state *s, const struct msg *m, size_t *done,
+                     uint64_t now, uint64_t *ewma_us)
+{
+    uint32_t q = config_reply_quorum(c->cfg);
+    for (uint32_t e = 0; e < m->u.reply.count; e++) {
+        struct msg_reply_entry ent;
+        msg_reply_entry_get(m, e, &ent);
+        long k = find_tx(s, &ent.tx_hash);
+        if (k < 0 || s->p[k].state == P_DONE)
+            continue;
+        struct pend *p = &s->p[k];
+        struct vote v = {.has = true,
+                         .height = m->u.reply.height,
+                         .block_hash = m->u.reply.block_hash,
+                         .result = ent.result};
+        p->votes[m->sender] = v;
+        uint32_t match = 0;
+        for (uint32_t r = 0; r < c->n; r++)
+            if (p->votes[r].has && p->votes[r].height == v.height &&
+                p->votes[r].result == v.result &&
+                memcmp(p->votes[r].block_hash.b, v.block_hash.b, TC_HASH_BYTES) == 0)
+                match++;
+        if (match >= q) {
+            p->state = P_DONE;
+            struct client_receipt *o = &s->out[k];
+            o->done = true;
+            o->height = v.height;
+            o->block_hash = v.block_hash;
+            o->result = v.result;
+            o->latency_us = now - p->first_us;
+            uint64_t lat = now - p->first_us;
+            *ewma_us = *ewma_us == 0 ? lat : (*ewma_us * 7 + lat) / 8;
+            (*done)++;
+        }
+    }
+}
+
+/* Send the txs in idx[0..cnt) as one REQUEST to every replica. */
+static void send_request(struct client *c, const struct ledger_tx *txs, const size_t *idx,
+                         size_t cnt, uint8_t *scratch)
+{
+    for (size_t i = 0; i < cnt; i++)
+        ledger_tx_encode(&txs[idx[i]], scratch + i * LEDGER_TX_BYTES);
+    struct msg_batch b = {.count = (uint32_t)cnt, .tx_bytes = scratch};
+    msg_buf_reset(&c->buf);
+    if (msg_encode_request(&c->buf, &b) == 0)
+        send_all(c, c->buf.data, c->buf.len);
+}
+
+int client_submit(struct client *c, const struct ledger_tx *txs, size_t n,
+                  const struct client_submit_opts *opts, struct client_receipt *out,
+                  struct tally_err *err)
+{
+    struct client_submit_opts o = {.timeout_ms = 10000};
+    if (opts != NULL)
+        o = *opts;
+    if (o.retry_ms == 0)
+        o.retry_ms = 1000;
+    if (o.max_outstanding == 0)
+        o.max_outstanding = 1024;
+    if (o.request_txs == 0)
+        o.request_txs = 256;
+    if (o.request_txs > MSG_MAX_BATCH)
+        o.request_txs = MSG_MAX_BATCH;
+    if (o.request_txs * LEDGER_TX_BYTES + 1024 > c->cfg->max_message_bytes)
+        o.request_txs = (c->cfg->max_message_bytes - 1024) / LEDGER_TX_BYTES;
+    if (n == 0)
+        return 0;
+
+    int rc = 0;
+    struct submit_state s = {.n = n, .out = out};
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    s.mask = cap - 1;
+    s.table = calloc(cap, sizeof(*s.table));
+    s.p = calloc(n, sizeof(*s.p));
+    size_t *idx = malloc(o.request_txs * sizeof(*idx));
+    uint8_t *scratch = malloc(o.request_txs * LEDGER_TX_BYTES);
+    if (s.table == NULL || s.p == NULL || idx == NULL || scratch == NULL) {
+        rc = tally_errf(err, TALLY_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        ledger_tx_hash(&txs[i], &out[i].tx_hash);
+        size_t j = slot_of(&out[i].tx_hash, s.mask);
+        while (s.table[j] != 0)
+            j = (j + 1) & s.mask;
+        s.table[j] = i + 1;
+    }
+
+    uint64_t start = client_now_us();
+    uint64_t deadline = start + o.timeout_ms * 1000u;
+    size_t done = 0, next_new = 0, outstanding = 0, retry_scan = 0;
+    uint64_t ewma_us = 0; /* smoothed receipt latency */
+    bool heard = false;
+    while (done < n) {
+        uint64_t now = client_now_us();
+        if (now >= deadline)
+            break;
+        /* New txs, up to the window, in REQUEST-sized groups. */
+        while (next_new < n && outstanding < o.max_outstanding) {
+            size_t cnt = 0;
+            while (next_new < n && cnt < o.request_txs && outstanding < o.max_outstanding) {
+                s.p[next_new].state = P_SENT;
+                s.p[next_new].sent_us = s.p[next_new].first_us = now;
+                idx[cnt++] = next_new++;
+                outstanding++;
+            }
+            send_request(c, txs, idx, cnt, scratch);
+        }
+        /* Re-send the overdue ones to all replicas. Under load, receipts take
+         * longer than the retry interval: wait for a few typical latencies. */
+        uint64_t retry_us = o.retry_ms * 1000u;
+        if (3 * ewma_us > retry_us)
+            retry_us = 3 * ewma_us;
+        size_t cnt = 0;
+        for (size_t scanned = 0; scanned < next_new; scanned++) {
+            size_t i = (retry_scan + scanned) % next_new;
+            struct pend *p = &s.p[i];
+            if (p->state != P_SENT || now - p->sent_us < retry_us)
+                continue;
+            p->sent_us = now;
+            idx[cnt++] = i;
+            if (cnt == o.request_txs) {
+                send_request(c, txs, idx, cnt, scratch);
+                cnt = 0;
+            }
+        }
+        if (cnt > 0)
+            send_request(c, txs, idx, cnt, scratch);
+        retry_scan = 0;
+
+        uint64_t wait = deadline - now;
+        if (wait > 50000)
+            wait = 50000;
+        wait_readable(c, wait);
+        now = client_now_us();
+        for (uint32_t r = 0; r < c->n; r++) {
+            bool more = true;
+            while (more) {
+                nng_msg *msg = NULL;
+                struct msg m;
+                if (recv_verified(c, r, &msg, &m, &more) != 0)
+                    continue;
+                heard = true;
+                if (m.type == MSG_REPLY) {
+                    size_t before = done;
+                    on_reply(c, &s, &m, &done, now, &ewma_us);
+                    outstanding -= done - before;
+                }
+                nng_msg_free(msg);
+            }
+        }
+    }
+    if (done < n) {
+        if (!heard)
+            rc = tally_errf(err, TALLY_EUNAVAIL,
+                            "no replica answered within %llu ms (is the cluster running?)",
+                            (unsigned long long)o.timeout_ms);
+        else
+            rc = tally_errf(err, TALLY_ETIMEOUT,
+                            "%zu of %zu transactions got no f+1 matching replies within %llu ms",
+                            n - done, n, (unsigned long long)o.timeout_ms);
+    }
+out:
+    free(s.table);
+    free(s.p);
+    free(idx);
+    free(scratch);
+    return rc;
+}
+
+/* ---- queries ------------------------------------------------------------- */
+
+struct qvote {
+    bool has;
+    uint8_t found, c;
+    uint64_t a, b, height;
+};
+
+static int query(struct client *c, uint8_t kind, const uint8_t key[32], uint64_t timeout_ms,
+                 struct qvote *res, struct tally_err *err)
+{
+    struct qvote votes[CONFIG_MAX_REPLICAS] = {0};
+    uint64_t id = c->next_request_id++;
+    uint32_t q = config_reply_quorum(c->cfg);
+    uint64_t start = client_now_us(), deadline = start + timeout_ms * 1000u, last_send = 0;
+    bool heard = false;
+    for (;;) {
+        uint64_t now = client_now_us();
+        if (now >= deadline)
+            break;
+        if (last_send == 0 || now - last_send >= CLIENT_QUERY_RETRY_MS * 1000u) {
+            msg_buf_reset(&c->buf);
+            if (msg_encode_query(&c->buf, kind, id, key) != 0)
+                return tally_errf(err, TALLY_ENOMEM, "out of memory");
+            send_all(c, c->buf.data, c->buf.len);
+            last_send = now;
+        }
+        uint64_t wait = deadline - now;
+        if (wait > 50000)
+            wait = 50000;
+        wait_readable(c, wait);
+        for (uint32_t r = 0; r < c->n; r++) {
+            bool more = true;
+            while (more) {
+                nng_msg *msg = NULL;
+                struct msg m;
+                if (recv_verified(c, r, &msg, &m, &more) != 0)
+                    continue;
+                heard = true;
+                if (m.type == MSG_QUERY_REPLY && m.u.query_reply.kind == kind &&
+                    m.u.query_reply.request_id == id && memcmp(m.u.query_reply.key, key, 32) == 0)
+                    votes[m.sender] = (struct qvote){.has = true,
+                                                     .found = m.u.query_reply.found,
+                                                     .a = m.u.query_reply.a,
+                                                     .b = m.u.query_reply.b,
+                                                     .c = m.u.query_reply.c,
+                                                     .height = m.u.query_reply.height};
+                nng_msg_free(msg);
+            }
+        }
+        for (uint32_t r = 0; r < c->n; r++) {
+            if (!votes[r].has)
+                continue;
+            uint32_t match = 0;
+            uint64_t height = 0;
+            for (uint32_t t = 0; t < c->n; t++)
+                if (votes[t].has && votes[t].found == votes[r].found && votes[t].a == votes[r].a &&
+                    votes[t].b == votes[r].b && votes[t].c == votes[r].c) {
+                    match++;
+                    if (votes[t].height > height)
+                        height = votes[t].height;
+                }
+            if (match >= q) {
+                *res = votes[r];
+                res->height = height;
+                return 0;
+            }
+        }
+    }
+    if (!heard)
+        return tally_errf(err, TALLY_EUNAVAIL,
+                          "no replica answered within %llu ms (is the cluster running?)",
+                          (unsigned long long)timeout_ms);
+    return tally_errf(err, TALLY_ETIMEOUT, "no f+1 matching answers within %llu ms",
+                      (unsigned long long)timeout_ms);
+}
+
+int client_get_account(struct client *c, const tc_pubkey *pk, uint64_t timeout_ms,
+                       struct client_account *out, struct tally_err *err)
+{
+    struct qvote v;
+    int rc = query(c, MSG_QUERY_BALANCE, pk->b, timeout_ms, &v, err);
+    if (rc != 0)
+        return rc;
+    *out = (struct client_account){
+        .found = v.found != 0, .balance = v.a, .nonce = v.b, .height = v.height};
+    return 0;
+}
+
+int client_get_tx(struct client *c, const tc_hash *h, uint64_t timeout_ms,
+                  struct client_tx_info *out, struct tally_err *err)
+{
+    struct qvote v;
+    int rc = query(c, MSG_QUERY_TX, h->b, timeout_ms, &v, err);
+    if (rc != 0)
+        return rc;
+    *out = (struct client_tx_info){.found = v.found != 0,
+                                   .height = v.a,
+                                   .index = (uint32_t)v.b,
+                                   .result = v.c,
+                                   .ledger_height = v.height};
+    return 0;
+}
+
+/* ---- status ------------------------------------------------------------ */
+
+uint32_t client_status_all(struct client *c, uint64_t timeout_ms, char **json)
+{
+    uint32_t answered = 0;
+    for (uint32_t i = 0; i < c->n; i++)
+        json[i] = NULL;
+    msg_buf_reset(&c->buf);
+    if (msg_encode_status_req(&c->buf) != 0)
+        return 0;
+    uint64_t start = client_now_us(), deadline = start + timeout_ms * 1000u, last_send = 0;
+    while (answered < c->n) {
+        uint64_t now = client_now_us();
+        if (now >= deadline)
+            break;
+        if (last_send == 0 || now - last_send >= 200000u) {
+            /* Re-ask (a connection may have come up since). */
+            msg_buf_reset(&c->buf);
+            if (msg_encode_status_req(&c->buf) != 0)
+                break;
+            for (uint32_t i = 0; i < c->n; i++)
+                if (json[i] == NULL)
+                    send_to(c, i, c->buf.data, c->buf.len);
+            last_send = now;
+        }
+        uint64_t wait = deadline - now;
+        if (wait > 20000)
+            wait = 20000;
+        wait_readable(c, wait);
+        for (uint32_t r = 0; r < c->n; r++) {
+            bool more = true;
+            while (more) {
+                nng_msg *msg = NULL;
+                struct msg m;
+                if (recv_verified(c, r, &msg, &m, &more) != 0)
+                    continue;
+                if (m.type == MSG_STATUS_REPLY && json[m.sender] == NULL) {
+                    char *t = malloc(m.u.status.len + 1);
+                    if (t != NULL) {
+                        memcpy(t, m.u.status.json, m.u.status.len);
+                        t[m.u.status.len] = '\0';
+                        json[m.sender] = t;
+                        answered++;
+                    }
+                }
+                nng_msg_free(msg);
+            }
+        }
+    }
+    return answered;
+}
+
+/* ---- command-line helpers ------------------------------------------------ */
+
+int client_config_load(const char *path, struct tally_config *cfg, struct tally_err *err)
+{
+    if (path == NULL) {
+        path = "testnet/cluster.json";
+        if (access(path, F_OK) != 0)
+            return tally_errf(err, TALLY_ENOTFOUND,
+                              "no --config CLUSTER given and ./testnet/cluster.json does not "
+                              "exist");
+    }
+    return config_load(path, cfg, err);
+}
+
+int client_parse_account(const char *arg, tc_pubkey *pk, struct tally_err *err)
+{
+    if (arg[0] == '@') {
+        tc_keypair kp = {0};
+        int rc = tc_keyfile_read(arg + 1, &kp, err);
+        if (rc != 0)
+            return rc;
+        *pk = kp.pk;
+        tc_keypair_free(&kp);
+        return 0;
+    }
+    return tc_pubkey_parse(arg, pk, err);
+}
+
+int client_parse_hash(const char *arg, tc_hash *h, struct tally_err *err)
+{
+    if (strlen(arg) != 2 * TC_HASH_BYTES || tc_hex_decode(arg, h->b, TC_HASH_BYTES) != 0)
+        return tally_errf(err, TALLY_EFORMAT, "'%s': a transaction hash is 64 hex characters", arg);
+    return 0;
+}
+
+int client_parse_u64(const char *s, uint64_t *out)
+{
+    if (s == NULL || *s == '\0')
+        return -1;
+    uint64_t v = 0;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int client_parse_seconds(const char *s, uint64_t *ms)
+{
+    char *end = NULL;
+    if (s == NULL || *s < '0' || *s > '9')
+        return -1;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || v < 0 || v > 86400.0)
+        return -1;
+    *ms = (uint64_t)(v * 1000.0 + 0.5);
+    return 0;
+}
