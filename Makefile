@@ -85,6 +85,16 @@ $(LIB): $(LIB_OBJS)
 $(BUILD)/tallyd: $(BUILD)/src/tallyd_main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
+# A replica with fault injection (TALLY_FAULT=silent|equivocate), for the
+# end-to-end tests only: the same sources, the replica shell compiled with
+# -DTALLY_FAULTS. Never installed, never the default.
+$(BUILD)/src/replica_faulty.o: src/replica.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DTALLY_FAULTS -MMD -MP -c $< -o $@
+
+$(BUILD)/tallyd-faulty: $(BUILD)/src/tallyd_main.o $(BUILD)/src/replica_faulty.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
 $(BUILD)/tally: $(TOOL_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
@@ -96,7 +106,7 @@ $(BUILD)/tests/sim/%: $(BUILD)/tests/sim/%.o $(SIM_SUPPORT_OBJS) $(TEST_HELPER_O
 
 # Seeds for the simulator in `make test`; `make sim SEEDS=N` runs more.
 SEEDS ?= 500
-test: all $(UNIT_BINS) $(SIM_BINS)
+test: all $(BUILD)/tallyd-faulty $(UNIT_BINS) $(SIM_BINS)
 	BUILD=$(BUILD) SEEDS=$(SEEDS) ./tests/run.sh
 
 # What CI runs: the whole suite, then again under ASan+UBSan with fewer seeds.
@@ -117,7 +127,7 @@ unit: all $(UNIT_BINS)
 sim: all $(SIM_BINS)
 	BUILD=$(BUILD) SEEDS=$(SEEDS) ONLY=sim ./tests/run.sh
 
-e2e: all
+e2e: all $(BUILD)/tallyd-faulty
 	BUILD=$(BUILD) ONLY=e2e ./tests/run.sh
 
 # Fuzzing (libFuzzer): `make fuzz` runs every target FUZZ_SECONDS seconds from
@@ -159,3 +169,20 @@ clean:
 	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# --- bench ----------------------------------------------------------------------
+# `make bench-plot`: a short open-loop sweep on a testnet of its own
+# (tools/bench_sweep.sh, RATES="..." DURATION=S to change it), then receipt
+# latency p50/p99 against throughput into docs/bench.png (gnuplot-nox).
+# See BENCHMARKS.md.
+BENCH_DAT ?= $(BUILD)/bench/sweep.dat
+BENCH_PNG ?= docs/bench.png
+.PHONY: bench-sweep bench-plot
+bench-sweep: all
+	BUILD=$(BUILD) ./tools/bench_sweep.sh $(BENCH_DAT)
+
+bench-plot: all
+	@command -v gnuplot >/dev/null 2>&1 || { echo "make bench-plot: gnuplot is missing: apt-get install gnuplot-nox"; exit 1; }
+	BUILD=$(BUILD) ./tools/bench_sweep.sh $(BENCH_DAT)
+	gnuplot -e "datafile='$(BENCH_DAT)'; outfile='$(BENCH_PNG)'; plottitle='$$(sed -n 's/^# title: //p' $(BENCH_DAT))'; ceiling=$$(sed -n 's/^# ceiling: //p' $(BENCH_DAT))" tools/bench_plot.gp
+	@echo "wrote $(BENCH_PNG)"

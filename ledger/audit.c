@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ledger/block.h"
+#include "ledger/cert.h"
 #include "ledger/ledger_internal.h"
 #include "ledger/tx.h"
 
@@ -843,6 +844,96 @@ static void check_head(struct audit *a, const char *head, size_t len)
     }
 }
 
+/* Checkpoint certificates against the audited chain (and, with keys, their
+ * signatures). Runs after the walk: blocks 0..head are then known to be the
+ * re-executed chain, so the stored block at a certified height is the audited
+ * one. */
+static void check_certs(struct audit *a, const struct ledger_audit_opts *opts)
+{
+    struct ledger_audit_report *rep = a->rep;
+    rocksdb_iterator_t *it = rocksdb_create_iterator(a->db, a->ro);
+    char first = LEDGER_KEY_CERT;
+    char want[65], have[65];
+    for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it) && rep->intact;
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *key = rocksdb_iter_key(it, &klen);
+        if (klen < 1 || key[0] != LEDGER_KEY_CERT)
+            break;
+        if (klen != 9) {
+            problem(a, LEDGER_AUDIT_NO_HEIGHT,
+                    "a checkpoint certificate key of %zu bytes is stored", klen);
+            break;
+        }
+        uint64_t height = ledger_key_height((const uint8_t *)key);
+        const char *val = rocksdb_iter_value(it, &vlen);
+        struct ledger_cert c;
+        struct tally_err derr = {0};
+        if (ledger_cert_decode((const uint8_t *)val, vlen, &c, &derr) != TALLY_OK) {
+            problem(a, height, "checkpoint certificate does not decode: %s", derr.msg);
+            break;
+        }
+        if (c.ck.height != height) {
+            problem(a, height, "checkpoint certificate for height %llu is stored under this one",
+                    (unsigned long long)c.ck.height);
+            break;
+        }
+        if (height > rep->head_height) {
+            problem(a, height, "checkpoint certificate above the head (block %llu)",
+                    (unsigned long long)rep->head_height);
+            break;
+        }
+        uint8_t bkey[9];
+        ledger_block_key(height, bkey);
+        char *e = NULL;
+        size_t blen = 0;
+        char *blk = rocksdb_get(a->db, a->ro, (const char *)bkey, sizeof(bkey), &blen, &e);
+        struct ledger_block_header h;
+        if (e != NULL) {
+            problem(a, height, "checkpoint certificate: reading its block: %s", e);
+            rocksdb_free(e);
+            break;
+        }
+        if (blk == NULL || ledger_block_header_decode((const uint8_t *)blk, blen, &h) != TALLY_OK) {
+            free(blk);
+            problem(a, height, "checkpoint certificate: its block is unreadable");
+            break;
+        }
+        free(blk);
+        tc_hash hash;
+        ledger_block_header_hash(&h, &hash);
+        if (memcmp(hash.b, c.ck.block_hash.b, TC_HASH_BYTES) != 0) {
+            hex32(c.ck.block_hash.b, want);
+            hex32(hash.b, have);
+            problem(a, height, "checkpoint certificate names block hash %s but the block is %s",
+                    want, have);
+            break;
+        }
+        if (memcmp(h.state_digest.b, c.ck.state_digest.b, TC_HASH_BYTES) != 0) {
+            hex32(c.ck.state_digest.b, want);
+            hex32(h.state_digest.b, have);
+            problem(a, height, "checkpoint certificate names state digest %s but the block's is %s",
+                    want, have);
+            break;
+        }
+        if (opts->cert_keys != NULL &&
+            ledger_cert_verify(&c, &rep->genesis_hash, opts->cert_keys, opts->cert_n,
+                               opts->cert_quorum, &derr) != TALLY_OK) {
+            problem(a, height, "checkpoint certificate: %s", derr.msg);
+            break;
+        }
+        rep->certs++;
+        rep->last_cert_height = height;
+    }
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    rocksdb_iter_destroy(it);
+    if (e != NULL) {
+        problem(a, LEDGER_AUDIT_NO_HEIGHT, "reading checkpoint certificates: %s", e);
+        rocksdb_free(e);
+    }
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -859,6 +950,8 @@ int ledger_audit(const char *dir, const struct ledger_audit_opts *opts,
     memset(out, 0, sizeof(*out));
     out->intact = true;
     out->problem_height = LEDGER_AUDIT_NO_HEIGHT;
+    out->last_cert_height = LEDGER_AUDIT_NO_HEIGHT;
+    out->cert_signatures_checked = opts->cert_keys != NULL;
     double t0 = now_seconds();
 
     struct audit a = {.rep = out};
@@ -898,6 +991,8 @@ int ledger_audit(const char *dir, const struct ledger_audit_opts *opts,
         check_accounts(&a);
     if (out->intact)
         check_index_count(&a);
+    if (out->intact)
+        check_certs(&a, opts);
     if (opts->progress != NULL)
         opts->progress(opts->progress_ctx, a.next_height, head_height, out->txs);
 done:

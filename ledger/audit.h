@@ -12,7 +12,12 @@
  *     transaction and the recorded state digest of every block;
  *   - the tx index has exactly one correct entry per first occurrence;
  *   - the stored accounts equal the re-executed ones, both ways, and the head
- *     record's LtHash equals the re-executed one.
+ *     record's LtHash equals the re-executed one;
+ *   - every stored checkpoint certificate (ledger/cert.h) decodes, is stored
+ *     under its own height, certifies a height <= head, and names the audited
+ *     chain's block hash and state digest at that height; with cert_keys in
+ *     the options, its signatures are verified too (ledger_cert_verify, the
+ *     genesis hash as chain id).
  * It stops at the first problem and reports it with its height.
  * Prefix: ledger_audit. */
 #ifndef TALLY_LEDGER_AUDIT_H
@@ -32,23 +37,32 @@ struct ledger_audit_opts {
     ledger_audit_progress_fn progress; /* may be NULL */
     void *progress_ctx;
     unsigned workers; /* signature verification threads; 0 = number of CPUs (max 64) */
+    /* The cluster's replica keys, to verify checkpoint certificate signatures
+     * with `cert_quorum` (2f+1); NULL: certificates are checked against the
+     * chain only. */
+    const tc_pubkey *cert_keys;
+    uint32_t cert_n;
+    uint32_t cert_quorum;
 };
 
 #define LEDGER_AUDIT_NO_HEIGHT UINT64_MAX
 
 struct ledger_audit_report {
-    bool intact;             /* true: no problem found */
-    char problem[512];       /* the first problem ("height 5: prev_hash does not ...") */
-    uint64_t problem_height; /* its block height, or LEDGER_AUDIT_NO_HEIGHT */
-    uint64_t blocks;         /* blocks checked (including genesis) */
-    uint64_t txs;            /* transactions checked (genesis entries not counted) */
-    uint64_t accounts;       /* accounts in the re-executed state */
-    uint64_t head_height;    /* of the last block checked */
-    tc_hash head_hash;       /* its hash */
-    tc_hash state_digest;    /* re-executed state digest at the head */
-    tc_hash genesis_hash;    /* the chain id */
-    double seconds;          /* wall time */
-    double tx_per_sec;       /* txs / seconds */
+    bool intact;                  /* true: no problem found */
+    char problem[512];            /* the first problem ("height 5: prev_hash does not ...") */
+    uint64_t problem_height;      /* its block height, or LEDGER_AUDIT_NO_HEIGHT */
+    uint64_t blocks;              /* blocks checked (including genesis) */
+    uint64_t txs;                 /* transactions checked (genesis entries not counted) */
+    uint64_t accounts;            /* accounts in the re-executed state */
+    uint64_t head_height;         /* of the last block checked */
+    tc_hash head_hash;            /* its hash */
+    tc_hash state_digest;         /* re-executed state digest at the head */
+    tc_hash genesis_hash;         /* the chain id */
+    uint64_t certs;               /* checkpoint certificates checked */
+    uint64_t last_cert_height;    /* highest certified height, or LEDGER_AUDIT_NO_HEIGHT */
+    bool cert_signatures_checked; /* their signatures were verified (opts->cert_keys) */
+    double seconds;               /* wall time */
+    double tx_per_sec;            /* txs / seconds */
 };
 
 /* Audit the data directory dir. Returns 0 when the audit ran to a verdict

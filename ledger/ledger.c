@@ -28,6 +28,8 @@ struct ledger {
     rocksdb_readoptions_t *ro;
     rocksdb_writeoptions_t *wo;
     rocksdb_writebatch_t *batch; /* staged meta changes + the block being written */
+    bool cert_staged;            /* batch holds a certificate ...        */
+    uint64_t cert_staged_max;    /* ... the highest staged one is for this height */
     char *dir;
     bool read_only;
 
@@ -105,6 +107,14 @@ static int db_write(struct ledger *l, struct tally_err *err)
     if (e != NULL)
         return rocks_err(err, e, l->dir, "write");
     return TALLY_OK;
+}
+
+/* Forget what was staged: it has been written. */
+static void batch_clear(struct ledger *l)
+{
+    rocksdb_writebatch_clear(l->batch);
+    l->cert_staged = false;
+    l->cert_staged_max = 0;
 }
 
 /* ---- head ------------------------------------------------------------------- */
@@ -427,7 +437,7 @@ int ledger_init_genesis(struct ledger *l, const struct ledger_genesis_account *a
         tally_err_wrap(err, "writing genesis");
         goto out;
     }
-    rocksdb_writebatch_clear(l->batch);
+    batch_clear(l);
     l->has_genesis = true;
     l->height = 0;
     l->head_hash = hash;
@@ -724,7 +734,7 @@ static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_byte
         rocksdb_writebatch_rollback_to_save_point(l->batch, NULL); /* keep staged meta */
         goto fail;
     }
-    rocksdb_writebatch_clear(l->batch);
+    batch_clear(l);
     l->height = height;
     l->head_hash = hash;
     l->lt = l->lt_next;
@@ -877,10 +887,16 @@ int ledger_meta_flush(struct ledger *l, struct tally_err *err)
 {
     if (rocksdb_writebatch_count(l->batch) == 0)
         return TALLY_OK;
+    if (l->cert_staged && l->cert_staged_max > l->height)
+        return tally_errf(err, TALLY_EINVAL,
+                          "a checkpoint certificate for height %llu is staged but the ledger ends "
+                          "at %llu: apply block %llu first (nothing written)",
+                          (unsigned long long)l->cert_staged_max, (unsigned long long)l->height,
+                          (unsigned long long)l->cert_staged_max);
     int rc = db_write(l, err);
     if (rc != TALLY_OK)
         return tally_err_wrap(err, "writing protocol state");
-    rocksdb_writebatch_clear(l->batch);
+    batch_clear(l);
     return TALLY_OK;
 }
 
@@ -931,5 +947,179 @@ int ledger_get_meta(struct ledger *l, const void *key, size_t key_len, void **va
     *val = v;
     *val_len = len;
     *found = true;
+    return TALLY_OK;
+}
+
+/* ---- checkpoint certificates --------------------------------------------------- */
+
+static void hex_short(const uint8_t *b, char out[20])
+{
+    char full[2 * TC_HASH_BYTES + 1];
+    tc_hex_encode(b, TC_HASH_BYTES, full);
+    memcpy(out, full, 16);
+    memcpy(out + 16, "\xe2\x80\xa6", 4); /* "…" and the NUL */
+}
+
+int ledger_stage_cert(struct ledger *l, const struct ledger_cert *c, struct tally_err *err)
+{
+    if (l->read_only)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s is open read-only", l->dir);
+    if (!l->has_genesis)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s has no genesis block", l->dir);
+    if (c->count == 0 || c->count > LEDGER_CERT_MAX_SIGS)
+        return tally_errf(
+            err, TALLY_EINVAL, "checkpoint certificate for height %llu with %u signatures (1..%d)",
+            (unsigned long long)c->ck.height, (unsigned)c->count, LEDGER_CERT_MAX_SIGS);
+    if (c->ck.height > l->height + 1)
+        return tally_errf(err, TALLY_EINVAL,
+                          "checkpoint certificate for height %llu but the ledger ends at %llu",
+                          (unsigned long long)c->ck.height, (unsigned long long)l->height);
+    struct ledger_cert sorted = *c; /* stored in the canonical order */
+    ledger_cert_sort(&sorted);
+    uint8_t buf[LEDGER_CERT_MAX_BYTES], key[9];
+    size_t len = ledger_cert_encode(&sorted, buf);
+    ledger_cert_key(c->ck.height, key);
+    rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)buf, len);
+    if (!l->cert_staged || c->ck.height > l->cert_staged_max)
+        l->cert_staged_max = c->ck.height;
+    l->cert_staged = true;
+    return TALLY_OK;
+}
+
+/* Decode a stored certificate found under the key of `height`. */
+static int cert_load(struct ledger *l, uint64_t height, const char *val, size_t len,
+                     struct ledger_cert *out, struct tally_err *err)
+{
+    struct tally_err derr = {0};
+    if (ledger_cert_decode((const uint8_t *)val, len, out, &derr) != TALLY_OK ||
+        out->ck.height != height) {
+        memset(out, 0, sizeof(*out));
+        return tally_errf(err, TALLY_ECORRUPT,
+                          "data directory %s is corrupt: checkpoint certificate %llu: %s", l->dir,
+                          (unsigned long long)height,
+                          derr.code ? derr.msg : "stored under the wrong height");
+    }
+    return TALLY_OK;
+}
+
+int ledger_get_cert(struct ledger *l, uint64_t height, struct ledger_cert *out, bool *found,
+                    struct tally_err *err)
+{
+    *found = false;
+    memset(out, 0, sizeof(*out));
+    uint8_t key[9];
+    ledger_cert_key(height, key);
+    char *val = NULL;
+    size_t len = 0;
+    int rc = db_get(l, key, sizeof(key), &val, &len, err);
+    if (rc != TALLY_OK || val == NULL)
+        return rc;
+    rc = cert_load(l, height, val, len, out, err);
+    free(val);
+    *found = rc == TALLY_OK;
+    return rc;
+}
+
+/* The certificate at the iterator's position, if it is one. */
+static int cert_at(struct ledger *l, rocksdb_iterator_t *it, struct ledger_cert *out, bool *found,
+                   struct tally_err *err)
+{
+    int rc = TALLY_OK;
+    if (rocksdb_iter_valid(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen >= 1 && k[0] == LEDGER_KEY_CERT) {
+            if (klen != 9)
+                return tally_errf(err, TALLY_ECORRUPT,
+                                  "data directory %s is corrupt: a checkpoint certificate key of "
+                                  "%zu bytes",
+                                  l->dir, klen);
+            const char *v = rocksdb_iter_value(it, &vlen);
+            rc = cert_load(l, ledger_key_height((const uint8_t *)k), v, vlen, out, err);
+            *found = rc == TALLY_OK;
+            return rc;
+        }
+    }
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    if (e != NULL)
+        rc = rocks_err(err, e, l->dir, "reading checkpoint certificates");
+    return rc;
+}
+
+int ledger_find_cert_from(struct ledger *l, uint64_t height, struct ledger_cert *out, bool *found,
+                          struct tally_err *err)
+{
+    *found = false;
+    memset(out, 0, sizeof(*out));
+    uint8_t key[9];
+    ledger_cert_key(height, key);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(l->db, l->ro);
+    rocksdb_iter_seek(it, (const char *)key, sizeof(key));
+    int rc = cert_at(l, it, out, found, err);
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
+int ledger_last_cert(struct ledger *l, struct ledger_cert *out, bool *found, struct tally_err *err)
+{
+    *found = false;
+    memset(out, 0, sizeof(*out));
+    uint8_t key[9];
+    ledger_cert_key(UINT64_MAX, key);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(l->db, l->ro);
+    rocksdb_iter_seek_for_prev(it, (const char *)key, sizeof(key));
+    int rc = cert_at(l, it, out, found, err);
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
+int ledger_cert_check(struct ledger *l, const struct ledger_cert *c, const tc_pubkey *keys,
+                      uint32_t n, uint32_t quorum, struct tally_err *err)
+{
+    unsigned long long height = (unsigned long long)c->ck.height;
+    if (!l->has_genesis)
+        return tally_errf(err, TALLY_EINVAL, "ledger %s has no genesis block", l->dir);
+    int rc = ledger_cert_verify(c, &l->genesis_hash, keys, n, quorum, err);
+    if (rc != TALLY_OK)
+        return tally_err_wrap(err, "height %llu", height);
+    if (c->ck.height > l->height)
+        return tally_errf(err, TALLY_ENOTFOUND,
+                          "height %llu: no such block (the ledger ends at %llu)", height,
+                          (unsigned long long)l->height);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    bool found = false;
+    rc = ledger_get_block(l, c->ck.height, &bytes, &len, &found, err);
+    if (rc != TALLY_OK)
+        return tally_err_wrap(err, "height %llu", height);
+    if (!found)
+        return tally_errf(err, TALLY_ECORRUPT,
+                          "height %llu: no such block (data directory %s is missing it below its "
+                          "head %llu)",
+                          height, l->dir, (unsigned long long)l->height);
+    struct ledger_block_header h;
+    rc = ledger_block_header_decode(bytes, len, &h);
+    free(bytes);
+    if (rc != TALLY_OK) /* cannot happen: ledger_get_block decoded it */
+        return tally_errf(err, TALLY_ECORRUPT, "height %llu: the stored block does not decode",
+                          height);
+    tc_hash hash;
+    ledger_block_header_hash(&h, &hash);
+    char want[20], have[20];
+    if (!tc_equal(hash.b, c->ck.block_hash.b, TC_HASH_BYTES)) {
+        hex_short(c->ck.block_hash.b, want);
+        hex_short(hash.b, have);
+        return tally_errf(err, TALLY_EMISMATCH,
+                          "height %llu: the certified block hash %s is not the ledger's %s", height,
+                          want, have);
+    }
+    if (!tc_equal(h.state_digest.b, c->ck.state_digest.b, TC_HASH_BYTES)) {
+        hex_short(c->ck.state_digest.b, want);
+        hex_short(h.state_digest.b, have);
+        return tally_errf(err, TALLY_EMISMATCH,
+                          "height %llu: the certified state digest %s is not the ledger's %s",
+                          height, want, have);
+    }
     return TALLY_OK;
 }

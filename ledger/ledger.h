@@ -29,6 +29,7 @@
 
 #include "crypto/crypto.h"
 #include "ledger/block.h"
+#include "ledger/cert.h"
 #include "ledger/tx.h"
 #include "src/err.h"
 
@@ -132,6 +133,38 @@ int ledger_get_account(struct ledger *l, const tc_pubkey *pk, struct ledger_acco
  * except found may be NULL. */
 int ledger_get_tx(struct ledger *l, const tc_hash *h, uint64_t *height, uint32_t *index,
                   uint8_t *result, bool *found, struct tally_err *err);
+
+/* ---- checkpoint certificates (ledger/cert.h) -------------------------------- */
+
+/* Queue certificate c for writing under 'C' || height (BE), like
+ * ledger_stage_meta_put: it goes out in the same WriteBatch as the next
+ * ledger_apply_block* or with ledger_meta_flush. c->ck.height must be at most
+ * the ledger's height once that write happens (TALLY_EINVAL when it is already
+ * above ledger_height() + 1; ledger_meta_flush refuses, TALLY_EINVAL, writing
+ * nothing, while a staged certificate is above ledger_height()). Also
+ * TALLY_EINVAL without genesis, read-only, or c->count not 1..LEDGER_CERT_MAX_SIGS.
+ * Stored in the canonical order (a sorted copy); the signatures are not
+ * checked here. Replaces a stored certificate of the same height. */
+int ledger_stage_cert(struct ledger *l, const struct ledger_cert *c, struct tally_err *err);
+/* The certificate stored for exactly `height`; *found false when none.
+ * TALLY_ECORRUPT when the stored bytes do not decode or name another height. */
+int ledger_get_cert(struct ledger *l, uint64_t height, struct ledger_cert *out, bool *found,
+                    struct tally_err *err);
+/* The stored certificate with the lowest height >= `height` (state transfer
+ * serves blocks up to it); *found false when none. */
+int ledger_find_cert_from(struct ledger *l, uint64_t height, struct ledger_cert *out, bool *found,
+                          struct tally_err *err);
+/* The stored certificate with the highest height (the last stable checkpoint). */
+int ledger_last_cert(struct ledger *l, struct ledger_cert *out, bool *found, struct tally_err *err);
+/* Does c hold for this ledger? Its signatures (ledger_cert_verify with the
+ * ledger's genesis hash as chain id, keys[0..n-1], quorum) and the stored
+ * block at c->ck.height: it exists, hashes to c->ck.block_hash and its header's
+ * state_digest is c->ck.state_digest. 0 when all hold; otherwise the first
+ * problem in err ("height 256: the certified block hash 3f9a… is not the
+ * ledger's 77b1…", "height 256: no such block (the ledger ends at 200)"). */
+int ledger_cert_check(struct ledger *l, const struct ledger_cert *c, const tc_pubkey *keys,
+                      uint32_t n, uint32_t quorum, struct tally_err *err)
+    __attribute__((warn_unused_result));
 
 /* ---- meta: the protocol's key/value space ---------------------------------- */
 

@@ -9,6 +9,7 @@
 
 /* Key prefixes (docs/FORMAT.md, "RocksDB keys"). */
 #define LEDGER_KEY_BLOCK 'B' /* 'B' || u64 BE height      -> encoded block */
+#define LEDGER_KEY_CERT 'C'  /* 'C' || u64 BE height      -> checkpoint certificate (cert.h) */
 #define LEDGER_KEY_TX 'T'    /* 'T' || 32 tx hash         -> u64 height, u32 index, u8 result */
 #define LEDGER_KEY_ACCOUNT                                                                         \
     'A'                       /* 'A' || 32 pk              -> u64 balance, u64 nonce, u64 height   \
@@ -36,6 +37,22 @@ static inline void ledger_block_key(uint64_t height, uint8_t key[9])
     key[0] = LEDGER_KEY_BLOCK;
     for (int i = 0; i < 8; i++)
         key[1 + i] = (uint8_t)(height >> (8 * (7 - i)));
+}
+
+static inline void ledger_cert_key(uint64_t height, uint8_t key[9])
+{
+    key[0] = LEDGER_KEY_CERT;
+    for (int i = 0; i < 8; i++)
+        key[1 + i] = (uint8_t)(height >> (8 * (7 - i)));
+}
+
+/* The height in a 9-byte 'B' or 'C' key. */
+static inline uint64_t ledger_key_height(const uint8_t key[9])
+{
+    uint64_t h = 0;
+    for (int i = 0; i < 8; i++)
+        h = (h << 8) | key[1 + i];
+    return h;
 }
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ledger/cert.h"
 #include "src/msg.h"
 
 #define MSG_SIG_BYTES TC_SIG_BYTES
@@ -13,7 +14,9 @@
 #define MSG_REPLY_ENTRY_BYTES (TC_HASH_BYTES + 1)
 #define MSG_QUERY_BODY (1 + 8 + 32)
 #define MSG_QUERY_REPLY_BODY (1 + 8 + 32 + 1 + 8 + 8 + 8 + 1)
-#define MSG_STATUS_ACTIVE_BODY (8 + 8)
+#define MSG_STATUS_ACTIVE_BODY (8 + 8 + 8 + 8 + 8)
+#define MSG_CHECKPOINT_BODY (8 + TC_HASH_BYTES + TC_HASH_BYTES + TC_SIG_BYTES)
+#define MSG_STATE_REQ_BODY (8 + 8)
 
 /* --- little-endian helpers ------------------------------------------------ */
 
@@ -120,6 +123,16 @@ static const char *type_name(enum msg_type t)
         return "STATUS-REPLY";
     case MSG_STATUS_ACTIVE:
         return "STATUS-ACTIVE";
+    case MSG_CHECKPOINT:
+        return "CHECKPOINT";
+    case MSG_STATE_REQ:
+        return "STATE-REQ";
+    case MSG_STATE_RESP:
+        return "STATE-RESP";
+    case MSG_VIEW_CHANGE:
+        return "VIEW-CHANGE";
+    case MSG_NEW_VIEW:
+        return "NEW-VIEW";
     default:
         return "?";
     }
@@ -145,6 +158,156 @@ static int take_array(struct msg_cursor *c, uint32_t min, uint32_t max, size_t i
     if (!cur_take(c, (size_t)*count * item, items))
         return tally_errf(err, TALLY_ETRUNC, "%s: %u entries truncated", what, *count);
     return TALLY_OK;
+}
+
+/* One prepared entry of a VIEW_CHANGE: structure only. */
+static int skip_vc_entry(struct msg_cursor *c, uint32_t i, struct tally_err *err)
+{
+    const uint8_t *x;
+    uint32_t count, nprep;
+    if (!cur_take(c, 8 + 8 + TC_HASH_BYTES, &x) || !cur_u32(c, &count))
+        return tally_errf(err, TALLY_ETRUNC, "view-change entry %u truncated", i);
+    if (count > MSG_MAX_BATCH)
+        return tally_errf(err, TALLY_ETOOBIG, "view-change entry %u batch of %u", i, count);
+    if (!cur_take(c, (size_t)count * LEDGER_TX_BYTES, &x) || !cur_u32(c, &nprep))
+        return tally_errf(err, TALLY_ETRUNC, "view-change entry %u truncated", i);
+    if (nprep > MSG_MAX_VC_PREPARES)
+        return tally_errf(err, TALLY_ETOOBIG, "view-change entry %u has %u prepares", i, nprep);
+    if (!cur_take(c, (size_t)nprep * MSG_VC_PREPARE_BYTES, &x))
+        return tally_errf(err, TALLY_ETRUNC, "view-change entry %u prepares truncated", i);
+    return TALLY_OK;
+}
+
+static int decode_view_change(struct msg_cursor *c, struct msg *m, struct tally_err *err)
+{
+    typeof(m->u.view_change) *v = &m->u.view_change;
+    if (!cur_u64(c, &v->new_view) || !cur_u64(c, &v->stable) || !cur_u32(c, &v->cert_len))
+        return tally_errf(err, TALLY_ETRUNC, "view-change header truncated");
+    if (v->new_view == 0)
+        return tally_errf(err, TALLY_EFORMAT, "view-change to view 0");
+    if ((v->stable == 0) != (v->cert_len == 0) || v->cert_len > LEDGER_CERT_MAX_BYTES)
+        return tally_errf(err, TALLY_EFORMAT, "view-change certificate of %u bytes for seq %llu",
+                          v->cert_len, (unsigned long long)v->stable);
+    if (!cur_take(c, v->cert_len, &v->cert) || !cur_u32(c, &v->nentries))
+        return tally_errf(err, TALLY_ETRUNC, "view-change certificate truncated");
+    if (v->nentries > MSG_MAX_VC_ENTRIES)
+        return tally_errf(err, TALLY_ETOOBIG, "view-change with %u entries", v->nentries);
+    size_t start = c->off;
+    for (uint32_t i = 0; i < v->nentries; i++) {
+        int rc = skip_vc_entry(c, i, err);
+        if (rc != TALLY_OK)
+            return rc;
+    }
+    v->entries = c->p + start;
+    v->entries_len = c->off - start;
+    return TALLY_OK;
+}
+
+static int decode_new_view(struct msg_cursor *c, struct msg *m, struct tally_err *err)
+{
+    typeof(m->u.new_view) *v = &m->u.new_view;
+    if (!cur_u64(c, &v->view) || !cur_u32(c, &v->nvc))
+        return tally_errf(err, TALLY_ETRUNC, "new-view header truncated");
+    if (v->view == 0 || v->nvc == 0 || v->nvc > MSG_MAX_VC_PREPARES)
+        return tally_errf(err, TALLY_EFORMAT, "new-view for view %llu with %u view-changes",
+                          (unsigned long long)v->view, v->nvc);
+    size_t start = c->off;
+    for (uint32_t i = 0; i < v->nvc; i++) {
+        uint32_t len;
+        const uint8_t *bytes;
+        if (!cur_u32(c, &len) || !cur_take(c, len, &bytes))
+            return tally_errf(err, TALLY_ETRUNC, "new-view: view-change %u truncated", i);
+        struct msg inner;
+        struct tally_err e2 = {0};
+        if (msg_decode(bytes, len, len, &inner, &e2) != TALLY_OK || inner.type != MSG_VIEW_CHANGE)
+            return tally_errf(err, TALLY_EFORMAT, "new-view: view-change %u does not decode: %s", i,
+                              e2.msg[0] ? e2.msg : "not a VIEW-CHANGE");
+    }
+    v->vcs = c->p + start;
+    v->vcs_len = c->off - start;
+    if (!cur_u64(c, &v->min_seq) || !cur_u32(c, &v->nprops))
+        return tally_errf(err, TALLY_ETRUNC, "new-view re-proposals truncated");
+    if (v->nprops > MSG_MAX_VC_ENTRIES)
+        return tally_errf(err, TALLY_ETOOBIG, "new-view with %u re-proposals", v->nprops);
+    start = c->off;
+    for (uint32_t i = 0; i < v->nprops; i++) {
+        const uint8_t *x;
+        uint32_t count;
+        if (!cur_take(c, 8, &x) || !cur_u32(c, &count))
+            return tally_errf(err, TALLY_ETRUNC, "new-view re-proposal %u truncated", i);
+        if (count > MSG_MAX_BATCH)
+            return tally_errf(err, TALLY_ETOOBIG, "new-view re-proposal %u of %u txs", i, count);
+        if (!cur_take(c, (size_t)count * LEDGER_TX_BYTES + TC_SIG_BYTES, &x))
+            return tally_errf(err, TALLY_ETRUNC, "new-view re-proposal %u truncated", i);
+    }
+    v->props = c->p + start;
+    v->props_len = c->off - start;
+    return TALLY_OK;
+}
+
+void msg_vc_iter(const struct msg *m, struct msg_iter *it)
+{
+    *it = (struct msg_iter){.p = m->u.view_change.entries,
+                            .len = m->u.view_change.entries_len,
+                            .left = m->u.view_change.nentries};
+}
+
+bool msg_vc_next(struct msg_iter *it, struct msg_vc_entry *out)
+{
+    if (it->left == 0)
+        return false;
+    struct msg_cursor c = {.p = it->p, .len = it->len, .off = it->off};
+    const uint8_t *d;
+    if (!cur_u64(&c, &out->view) || !cur_u64(&c, &out->seq) || !cur_take(&c, TC_HASH_BYTES, &d) ||
+        !cur_u32(&c, &out->batch.count) ||
+        !cur_take(&c, (size_t)out->batch.count * LEDGER_TX_BYTES, &out->batch.tx_bytes) ||
+        !cur_u32(&c, &out->nprepares) ||
+        !cur_take(&c, (size_t)out->nprepares * MSG_VC_PREPARE_BYTES, &out->prepares))
+        return false;
+    memcpy(out->digest.b, d, TC_HASH_BYTES);
+    it->off = c.off;
+    it->left--;
+    return true;
+}
+
+void msg_nv_vc_iter(const struct msg *m, struct msg_iter *it)
+{
+    *it = (struct msg_iter){
+        .p = m->u.new_view.vcs, .len = m->u.new_view.vcs_len, .left = m->u.new_view.nvc};
+}
+
+bool msg_nv_vc_next(struct msg_iter *it, const uint8_t **bytes, size_t *len)
+{
+    if (it->left == 0)
+        return false;
+    struct msg_cursor c = {.p = it->p, .len = it->len, .off = it->off};
+    uint32_t n;
+    if (!cur_u32(&c, &n) || !cur_take(&c, n, bytes))
+        return false;
+    *len = n;
+    it->off = c.off;
+    it->left--;
+    return true;
+}
+
+void msg_nv_prop_iter(const struct msg *m, struct msg_iter *it)
+{
+    *it = (struct msg_iter){
+        .p = m->u.new_view.props, .len = m->u.new_view.props_len, .left = m->u.new_view.nprops};
+}
+
+bool msg_nv_prop_next(struct msg_iter *it, struct msg_nv_prop *out)
+{
+    if (it->left == 0)
+        return false;
+    struct msg_cursor c = {.p = it->p, .len = it->len, .off = it->off};
+    if (!cur_u64(&c, &out->seq) || !cur_u32(&c, &out->batch.count) ||
+        !cur_take(&c, (size_t)out->batch.count * LEDGER_TX_BYTES, &out->batch.tx_bytes) ||
+        !cur_copy(&c, out->pp_sig.b, TC_SIG_BYTES))
+        return false;
+    it->off = c.off;
+    it->left--;
+    return true;
 }
 
 static int decode_body(struct msg_cursor *c, struct msg *m, struct tally_err *err)
@@ -206,9 +369,42 @@ static int decode_body(struct msg_cursor *c, struct msg *m, struct tally_err *er
         return rc;
     }
     case MSG_STATUS_ACTIVE:
-        if (!cur_u64(c, &m->u.status_active.view) || !cur_u64(c, &m->u.status_active.last_executed))
+        if (!cur_u64(c, &m->u.status_active.view) ||
+            !cur_u64(c, &m->u.status_active.last_executed) ||
+            !cur_u64(c, &m->u.status_active.stable) || !cur_u64(c, &m->u.status_active.suspect) ||
+            !cur_u64(c, &m->u.status_active.flags))
             return tally_errf(err, TALLY_ETRUNC, "status-active truncated");
         return TALLY_OK;
+    case MSG_CHECKPOINT:
+        if (!cur_u64(c, &m->u.checkpoint.seq) ||
+            !cur_copy(c, m->u.checkpoint.block_hash.b, TC_HASH_BYTES) ||
+            !cur_copy(c, m->u.checkpoint.state_digest.b, TC_HASH_BYTES) ||
+            !cur_copy(c, m->u.checkpoint.statement_sig.b, TC_SIG_BYTES))
+            return tally_errf(err, TALLY_ETRUNC, "checkpoint truncated");
+        if (m->u.checkpoint.seq == 0)
+            return tally_errf(err, TALLY_EFORMAT, "checkpoint at seq 0");
+        return TALLY_OK;
+    case MSG_STATE_REQ:
+        if (!cur_u64(c, &m->u.state_req.from) || !cur_u64(c, &m->u.state_req.to))
+            return tally_errf(err, TALLY_ETRUNC, "state request truncated");
+        if (m->u.state_req.from == 0 || m->u.state_req.to < m->u.state_req.from)
+            return tally_errf(err, TALLY_EFORMAT, "state request range %llu..%llu",
+                              (unsigned long long)m->u.state_req.from,
+                              (unsigned long long)m->u.state_req.to);
+        return TALLY_OK;
+    case MSG_STATE_RESP: {
+        if (!cur_u64(c, &m->u.state_resp.from))
+            return tally_errf(err, TALLY_ETRUNC, "state response truncated");
+        if (m->u.state_resp.from == 0)
+            return tally_errf(err, TALLY_EFORMAT, "state response from height 0");
+        rc = take_array(c, 1, MSG_MAX_STATE_CHUNK, 1, &m->u.state_resp.len, &m->u.state_resp.chunk,
+                        "state chunk", err);
+        return rc;
+    }
+    case MSG_VIEW_CHANGE:
+        return decode_view_change(c, m, err);
+    case MSG_NEW_VIEW:
+        return decode_new_view(c, m, err);
     default:
         return tally_errf(err, TALLY_EFORMAT, "message type %d unknown", (int)m->type);
     }
@@ -555,7 +751,8 @@ int msg_encode_status_reply(struct msg_buf *out, uint32_t sender, const char *js
 }
 
 int msg_encode_status_active(struct msg_buf *out, uint32_t sender, uint64_t view,
-                             uint64_t last_executed, const struct msg_signer *signer)
+                             uint64_t last_executed, uint64_t stable, uint64_t suspect,
+                             uint64_t flags, const struct msg_signer *signer)
 {
     if (sender >= MSG_SENDER_CLIENT)
         return TALLY_EINVAL;
@@ -565,5 +762,120 @@ int msg_encode_status_active(struct msg_buf *out, uint32_t sender, uint64_t view
         return rc;
     env_u64(&e, view);
     env_u64(&e, last_executed);
+    env_u64(&e, stable);
+    env_u64(&e, suspect);
+    env_u64(&e, flags);
     return env_end(&e, signer);
+}
+
+int msg_encode_checkpoint(struct msg_buf *out, uint32_t sender, uint64_t seq,
+                          const tc_hash *block_hash, const tc_hash *state_digest,
+                          const tc_sig *statement_sig, const struct msg_signer *signer)
+{
+    if (sender >= MSG_SENDER_CLIENT || seq == 0)
+        return TALLY_EINVAL;
+    struct msg_env e;
+    int rc = env_begin(&e, out, MSG_CHECKPOINT, sender, MSG_CHECKPOINT_BODY);
+    if (rc != TALLY_OK)
+        return rc;
+    env_u64(&e, seq);
+    env_put(&e, block_hash->b, TC_HASH_BYTES);
+    env_put(&e, state_digest->b, TC_HASH_BYTES);
+    env_put(&e, statement_sig->b, TC_SIG_BYTES);
+    return env_end(&e, signer);
+}
+
+int msg_encode_state_req(struct msg_buf *out, uint32_t sender, uint64_t from, uint64_t to,
+                         const struct msg_signer *signer)
+{
+    if (sender >= MSG_SENDER_CLIENT || from == 0 || to < from)
+        return TALLY_EINVAL;
+    struct msg_env e;
+    int rc = env_begin(&e, out, MSG_STATE_REQ, sender, MSG_STATE_REQ_BODY);
+    if (rc != TALLY_OK)
+        return rc;
+    env_u64(&e, from);
+    env_u64(&e, to);
+    return env_end(&e, signer);
+}
+
+int msg_encode_state_resp(struct msg_buf *out, uint32_t sender, uint64_t from, const uint8_t *chunk,
+                          size_t len, const struct msg_signer *signer)
+{
+    if (sender >= MSG_SENDER_CLIENT || from == 0 || len == 0 || chunk == NULL)
+        return TALLY_EINVAL;
+    if (len > MSG_MAX_STATE_CHUNK)
+        return TALLY_ETOOBIG;
+    struct msg_env e;
+    int rc = env_begin(&e, out, MSG_STATE_RESP, sender, 8 + 4 + len);
+    if (rc != TALLY_OK)
+        return rc;
+    env_u64(&e, from);
+    env_u32(&e, (uint32_t)len);
+    env_put(&e, chunk, len);
+    return env_end(&e, signer);
+}
+
+int msg_encode_body(struct msg_buf *out, enum msg_type type, uint32_t sender, const uint8_t *body,
+                    size_t len, const struct msg_signer *signer)
+{
+    if (sender >= MSG_SENDER_CLIENT || (len > 0 && body == NULL))
+        return TALLY_EINVAL;
+    struct msg_env e;
+    int rc = env_begin(&e, out, type, sender, len);
+    if (rc != TALLY_OK)
+        return rc;
+    env_put(&e, body, len);
+    return env_end(&e, signer);
+}
+
+bool msg_put(struct msg_buf *b, const void *p, size_t n)
+{
+    uint8_t *at = buf_grow(b, n);
+    if (at == NULL)
+        return false;
+    if (n > 0)
+        memcpy(at, p, n);
+    return true;
+}
+
+bool msg_put_u16(struct msg_buf *b, uint16_t v)
+{
+    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    return msg_put(b, x, 2);
+}
+
+bool msg_put_u32(struct msg_buf *b, uint32_t v)
+{
+    uint8_t x[4];
+    put_u32(x, v);
+    return msg_put(b, x, 4);
+}
+
+bool msg_put_u64(struct msg_buf *b, uint64_t v)
+{
+    uint8_t x[8];
+    put_u64(x, v);
+    return msg_put(b, x, 8);
+}
+
+/* Encode unsigned, then drop the (zero) signature: the bytes it would cover. */
+int msg_signed_phase(struct msg_buf *out, enum msg_type type, uint32_t sender, uint64_t view,
+                     uint64_t seq, const tc_hash *digest)
+{
+    msg_buf_reset(out);
+    int rc = msg_encode_phase(out, type, sender, view, seq, digest, NULL);
+    if (rc == TALLY_OK)
+        out->len -= MSG_SIG_BYTES;
+    return rc;
+}
+
+int msg_signed_pre_prepare(struct msg_buf *out, uint32_t sender, uint64_t view, uint64_t seq,
+                           const struct msg_batch *batch)
+{
+    msg_buf_reset(out);
+    int rc = msg_encode_pre_prepare(out, sender, view, seq, batch, NULL);
+    if (rc == TALLY_OK)
+        out->len -= MSG_SIG_BYTES;
+    return rc;
 }

@@ -4,11 +4,10 @@
  *
  * The log is a ring of 2 * window slots. Sequence numbers in (h, h + L] are
  * accepted (L = window, h = low watermark); slots in (h - L, h] are retained
- * so that a lagging replica can still be sent what it lacks. Until the
- * checkpoint issue lands, h is our own last executed seq rounded down to a
- * multiple of K (a local stand-in for the stable checkpoint of §4.3:
- * "the low-water mark h is equal to the sequence number of the last stable
- * checkpoint"). Entries at or below h - L are discarded (reused). */
+ * so that a lagging replica can still be sent what it lacks. h is the last
+ * stable checkpoint (§4.3: "the low-water mark h is equal to the sequence
+ * number of the last stable checkpoint"; checkpoint.c), and never moves
+ * backwards. Entries at or below h - L are discarded (reused). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,17 +62,26 @@ struct pbft *pbft_create(const struct pbft_config *cfg, const struct pbft_io *io
         p->quorum_commit = 2 * cfg->f + 1; /* "2f+1 matching commits" */
     }
     p->last_executed = last_executed;
+    p->view_active = true;
     p->low = low_for(p, last_executed);
     p->next_seq = last_executed;
     p->nslots = 2 * cfg->window;
     p->slots = calloc(p->nslots, sizeof(*p->slots));
+    p->nckpts = cfg->window / cfg->checkpoint_interval + 2;
+    p->ckpts = calloc(p->nckpts, sizeof(*p->ckpts));
     uint64_t want = 4ull * cfg->batch_max_txs * cfg->max_inflight;
     p->qcap = pow2_at_least(want < 1024 ? 1024 : want > (1u << 20) ? (1u << 20) : want);
     p->queue = calloc(p->qcap, sizeof(*p->queue));
+    /* Positions are absolute counters; start high so that requests can be
+     * put back at the front (pbft_requeue_front) without wrapping. */
+    p->qhead = p->qtail = 1ull << 40;
     p->setcap = 2 * p->qcap;
     p->set = calloc(p->setcap, sizeof(*p->set));
     msg_buf_init(&p->out);
-    if (p->slots == NULL || p->queue == NULL || p->set == NULL) {
+    msg_buf_init(&p->chunk);
+    msg_buf_init(&p->vc_body);
+    msg_buf_init(&p->scratch);
+    if (p->slots == NULL || p->queue == NULL || p->set == NULL || p->ckpts == NULL) {
         pbft_destroy(p);
         return NULL;
     }
@@ -93,7 +101,14 @@ void pbft_destroy(struct pbft *p)
     free(p->slots);
     free(p->queue);
     free(p->set);
+    free(p->ckpts);
+    for (uint32_t i = 0; i < PBFT_MAX_REPLICAS; i++)
+        free(p->vcs[i].bytes);
+    free(p->nv_bytes);
     msg_buf_free(&p->out);
+    msg_buf_free(&p->chunk);
+    msg_buf_free(&p->vc_body);
+    msg_buf_free(&p->scratch);
     free(p);
 }
 
@@ -114,11 +129,23 @@ void pbft_get_status(const struct pbft *p, struct pbft_status *out)
     out->view = p->view;
     out->primary = pbft_primary_of(p, p->view);
     out->last_executed = p->last_executed;
-    out->last_stable_checkpoint = 0; /* checkpoints: a later issue */
+    out->last_stable_checkpoint = p->stable;
     out->low_watermark = p->low;
     out->high_watermark = p->low + p->cfg.window;
     out->queued_requests = p->qlive;
     out->dropped_messages = p->dropped;
+    out->state_transfer = p->st.active;
+    out->state_target = p->st.target;
+    out->state_chunks = p->st.chunks;
+    out->state_bad_chunks = p->st.bad_chunks;
+    out->checkpoints_stable = p->checkpoints_stable;
+    for (uint64_t i = 0; i < p->nslots; i++)
+        if (p->slots[i].seq != 0)
+            out->log_slots_used++;
+    out->checkpoint_votes = pbft_checkpoint_votes(p);
+    out->view_active = p->view_active;
+    out->views_changed = p->views_changed;
+    out->view_timeout_ms = pbft_vc_timeout(p);
 }
 
 /* --- the log -------------------------------------------------------------- */
@@ -236,6 +263,9 @@ void pbft_send_phase(struct pbft *p, int to, enum msg_type type, const struct pb
     msg_buf_reset(&p->out);
     if (msg_encode_phase(&p->out, type, p->cfg.id, s->view, s->seq, d, &signer) != TALLY_OK)
         return;
+    if (type == MSG_PREPARE) /* our own prepare is part of our prepared certificates */
+        memcpy(((struct pbft_slot *)s)->prepare_sig[p->cfg.id].b,
+               p->out.data + p->out.len - TC_SIG_BYTES, TC_SIG_BYTES);
     p->io.send(p->io.ctx, to, p->out.data, p->out.len);
 }
 
@@ -250,37 +280,33 @@ static uint32_t count_matching(uint32_t from, const tc_hash *digests, const tc_h
     return c;
 }
 
-static void advance_low(struct pbft *p)
-{
-    uint64_t h = low_for(p, p->last_executed);
-    if (h <= p->low)
-        return;
-    p->low = h;
-    if (h > p->cfg.window) {
-        struct pbft_persist rec = {
-            .kind = PBFT_PERSIST_DISCARD_LOG, .view = p->view, .seq = h - p->cfg.window};
-        (void)pbft_persist_rec(p, &rec);
-    }
-}
-
 /* §4.3: "Replica i executes the operation requested by m after committed-local
  * (m, v, n, i) is true and i's state reflects the sequential execution of all
  * requests with lower sequence numbers." */
-static void execute_ready(struct pbft *p)
+void pbft_execute_ready(struct pbft *p)
 {
     for (;;) {
         struct pbft_slot *s = pbft_slot_find(p, p->last_executed + 1);
         if (s == NULL || !s->committed || s->executed || p->failed)
             return;
         struct msg_batch b = {.count = s->count, .tx_bytes = s->txs};
-        p->io.execute(p->io.ctx, s->view, s->seq, &b);
+        struct pbft_exec_result res;
+        memset(&res, 0, sizeof(res));
+        p->io.execute(p->io.ctx, s->view, s->seq, &b, &res);
         s->executed = true;
         p->last_executed = s->seq;
+        p->last_progress_ms = p->now_ms;
+        if (p->view_active) {
+            p->vc_attempts = 0; /* progress: the next view change starts from the base timeout */
+            p->work_deadline_ms = 0;
+            p->suspect = 0; /* the primary delivers after all */
+        }
         for (uint32_t i = 0; i < s->count; i++)
             pbft_txset_remove(p, &s->hashes[i]);
         LOG_DEBUG("L2102", "r%u v%llu n%llu executed %u txs", p->cfg.id,
                   (unsigned long long)s->view, (unsigned long long)s->seq, s->count);
-        advance_low(p);
+        if (s->seq % p->cfg.checkpoint_interval == 0)
+            pbft_checkpoint_own(p, s->seq, &res);
     }
 }
 
@@ -298,11 +324,27 @@ void pbft_slot_progress(struct pbft *p, struct pbft_slot *s, uint64_t now_ms)
         if (count_matching(backups, s->prepare_digest, &s->digest) < p->quorum_prepare)
             return;
         s->prepared = true;
+        /* Keep the proof (§4.4, the P of a VIEW-CHANGE): the matching prepares
+         * from backups, with their signatures. */
+        s->has_cert = true;
+        s->cert_view = s->view;
+        s->cert_digest = s->digest;
+        s->cert_from = 0;
+        for (uint32_t i = 0; i < p->cfg.n; i++)
+            if ((backups & (1u << i)) &&
+                memcmp(s->prepare_digest[i].b, s->digest.b, TC_HASH_BYTES) == 0) {
+                s->cert_from |= 1u << i;
+                s->cert_sig[i] = s->prepare_sig[i];
+            }
         if (!s->sent_commit) {
             /* §4.3: "Replica i multicasts a <COMMIT, v, n, D(m), i> to the other
              * replicas when prepared(m, v, n, i) becomes true." */
-            struct pbft_persist rec = {
-                .kind = PBFT_PERSIST_COMMIT, .view = s->view, .seq = s->seq, .digest = s->digest};
+            struct pbft_persist rec = {.kind = PBFT_PERSIST_COMMIT,
+                                       .view = s->view,
+                                       .seq = s->seq,
+                                       .digest = s->digest,
+                                       .prepare_from = s->cert_from,
+                                       .prepare_sigs = s->cert_sig};
             if (!pbft_persist_rec(p, &rec))
                 return;
             s->sent_commit = true;
@@ -316,7 +358,7 @@ void pbft_slot_progress(struct pbft *p, struct pbft_slot *s, uint64_t now_ms)
         /* committed-local(m, v, n, i): prepared and 2f+1 matching commits
          * (possibly including its own) from different replicas. */
         s->committed = true;
-        execute_ready(p);
+        pbft_execute_ready(p);
     }
 }
 
@@ -329,12 +371,21 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
     uint32_t me = p->cfg.id;
     struct pbft_slot *s = NULL;
     if (rec->kind == PBFT_PERSIST_VIEW) {
-        if (rec->view > p->view)
+        if (rec->view >= p->view) {
             p->view = rec->view;
+            p->view_active = !rec->view_changing;
+            p->vc_resend = rec->view_changing && rec->view > 0;
+        }
         return TALLY_OK;
     }
     if (rec->kind == PBFT_PERSIST_DISCARD_LOG)
         return TALLY_OK;
+    if (rec->kind == PBFT_PERSIST_CHECKPOINT) {
+        if (rec->cert == NULL || rec->seq != rec->cert->ck.height || rec->seq > p->last_executed)
+            return TALLY_EINVAL;
+        pbft_checkpoint_stabilize(p, rec->cert);
+        return TALLY_OK;
+    }
     if (rec->seq <= p->last_executed)
         return TALLY_OK; /* already in the ledger */
     s = pbft_slot_acquire(p, rec->seq);
@@ -368,6 +419,15 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         s->sent_commit = true;
         s->commit_from |= 1u << me;
         s->commit_digest[me] = rec->digest;
+        if (rec->prepare_sigs != NULL && rec->prepare_from != 0) {
+            s->has_cert = true;
+            s->cert_view = rec->view;
+            s->cert_digest = rec->digest;
+            s->cert_from = rec->prepare_from & ((1u << p->cfg.n) - 1);
+            for (uint32_t i = 0; i < p->cfg.n; i++)
+                if (s->cert_from & (1u << i))
+                    s->cert_sig[i] = rec->prepare_sigs[i];
+        }
         return TALLY_OK;
     default:
         return TALLY_EINVAL;
@@ -409,6 +469,15 @@ void pbft_on_message(struct pbft *p, const struct msg *m, uint64_t now_ms)
         pbft_drop(p, "from myself", m);
         return;
     }
+    if (p->view_active && m->sender == pbft_primary_of(p, p->view))
+        p->primary_heard_ms = now_ms; /* any message from it: a heartbeat */
+    if (!p->view_active &&
+        (m->type == MSG_PRE_PREPARE || m->type == MSG_PREPARE || m->type == MSG_COMMIT)) {
+        /* §4.4: during a view change only checkpoint, view-change and
+         * new-view messages are accepted. */
+        pbft_drop(p, "normal-case message during a view change", m);
+        return;
+    }
     switch (m->type) {
     case MSG_PRE_PREPARE:
         pbft_recv_pre_prepare(p, m, now_ms);
@@ -421,6 +490,21 @@ void pbft_on_message(struct pbft *p, const struct msg *m, uint64_t now_ms)
         break;
     case MSG_STATUS_ACTIVE:
         pbft_recv_status_active(p, m);
+        break;
+    case MSG_CHECKPOINT:
+        pbft_recv_checkpoint(p, m);
+        break;
+    case MSG_STATE_REQ:
+        pbft_recv_state_req(p, m);
+        break;
+    case MSG_STATE_RESP:
+        pbft_recv_state_resp(p, m, now_ms);
+        break;
+    case MSG_VIEW_CHANGE:
+        pbft_recv_view_change(p, m);
+        break;
+    case MSG_NEW_VIEW:
+        pbft_recv_new_view(p, m);
         break;
     default:
         pbft_drop(p, "not a protocol message", m);
@@ -444,6 +528,8 @@ void pbft_on_tick(struct pbft *p, uint64_t now_ms)
     if (p->failed)
         return;
     pbft_try_propose(p, now_ms);
+    pbft_state_tick(p);
+    pbft_vc_tick(p);
     if (!p->status_sent || now_ms - p->last_status_ms >= pbft_retransmit_interval(p)) {
         /* Castro's thesis §5.2: replicas periodically multicast a status
          * message; peers retransmit what it shows the sender is missing. */
@@ -451,8 +537,10 @@ void pbft_on_tick(struct pbft *p, uint64_t now_ms)
         p->last_status_ms = now_ms;
         struct msg_signer signer = {.ctx = p->io.ctx, .sign = p->io.sign};
         msg_buf_reset(&p->out);
-        if (msg_encode_status_active(&p->out, p->cfg.id, p->view, p->last_executed, &signer) ==
-            TALLY_OK)
+        if (msg_encode_status_active(&p->out, p->cfg.id, p->view, p->last_executed, p->stable,
+                                     p->view_active ? p->suspect : 0,
+                                     p->view_active ? MSG_STATUS_VIEW_ACTIVE : 0,
+                                     &signer) == TALLY_OK)
             p->io.send(p->io.ctx, PBFT_BROADCAST, p->out.data, p->out.len);
     }
 }

@@ -20,7 +20,9 @@
  *
  * Prefix: pbft_. Module files: pbft.c (state, watermarks, dispatch),
  * recv_request.c, recv_pre_prepare.c, recv_prepare.c, recv_commit.c,
- * recv_status_active.c (retransmission), ... See docs/PROTOCOL.md. */
+ * recv_status_active.c (retransmission), checkpoint.c (checkpoints, stable
+ * certificates, garbage collection), state_transfer.c (catching up from
+ * peers). See docs/PROTOCOL.md. */
 #ifndef TALLY_PBFT_H
 #define TALLY_PBFT_H
 
@@ -29,6 +31,7 @@
 #include <stdint.h>
 
 #include "crypto/crypto.h"
+#include "ledger/cert.h"
 #include "ledger/tx.h"
 #include "src/msg.h"
 
@@ -53,6 +56,16 @@ struct pbft_config {
      * this many commits and (value - 1) prepares. Exists so that the simulator
      * can prove its invariant checker detects a broken protocol. */
     uint32_t test_quorum_override;
+    /* Added (issue 4): the chain id (hash of the genesis block) that
+     * checkpoint statements are bound to (ledger/cert.h). */
+    tc_hash chain_id;
+    /* How long without execution progress, while f+1 replicas vouch for a
+     * checkpoint beyond us, before state transfer starts; 0 = 4 x retransmit. */
+    uint64_t state_transfer_after_ms;
+    /* TESTS ONLY (issue 5): backups accept a NEW-VIEW's re-proposals without
+     * recomputing them from its view-changes. Exists so that the simulator
+     * can prove that this check is what keeps a lying new primary safe. */
+    bool test_skip_new_view_check;
 };
 
 /* What the core asks its environment to make durable (its promises). */
@@ -62,6 +75,8 @@ enum pbft_persist_kind {
     PBFT_PERSIST_PREPARE,     /* own prepare sent: view, seq, digest */
     PBFT_PERSIST_COMMIT,      /* own commit sent: view, seq, digest */
     PBFT_PERSIST_DISCARD_LOG, /* entries with seq <= `seq` may be deleted */
+    PBFT_PERSIST_CHECKPOINT,  /* a stable checkpoint certificate (cert), seq = its height,
+                               * always <= the last executed seq (added, issue 4) */
 };
 
 struct pbft_persist {
@@ -72,6 +87,30 @@ struct pbft_persist {
     const struct msg_batch *batch; /* PREPREPARE only; valid during the call */
     tc_sig sig; /* PREPREPARE only (added, issue 2): the primary's envelope signature,
                  * so that a restored replica can retransmit the pre-prepare */
+    const struct ledger_cert *cert; /* CHECKPOINT only; valid during the call */
+    /* VIEW only (added, issue 5): true while a view change to `view` is in
+     * progress (VIEW-CHANGE sent, NEW-VIEW not yet accepted). */
+    bool view_changing;
+    /* COMMIT only (added, issue 5): the prepared certificate that made us send
+     * it: bit i of prepare_from = replica i's PREPARE, with its envelope
+     * signature in prepare_sigs[i] (valid during the call). A restarted
+     * replica still proves what it prepared in its VIEW-CHANGE. */
+    uint32_t prepare_from;
+    const tc_sig *prepare_sigs;
+};
+
+/* What executing one batch produced (filled by io->execute). */
+struct pbft_exec_result {
+    tc_hash block_hash;
+    tc_hash state_digest;
+};
+
+/* What installing a state chunk did (filled by io->state_install). */
+struct pbft_install_result {
+    uint64_t height;         /* the ledger's height after the chunk */
+    bool certified;          /* the chunk ended on a certified checkpoint (stored by the shell) */
+    struct ledger_ckpt ck;   /* ... which one, when certified */
+    struct ledger_cert cert; /* ... and its certificate (added, issue 5) */
 };
 
 struct pbft_io {
@@ -84,8 +123,29 @@ struct pbft_io {
     /* Send an encoded, signed message to replica `to` or PBFT_BROADCAST (all
      * others). The bytes are valid during the call only. */
     void (*send)(void *ctx, int to, const uint8_t *bytes, size_t len);
-    /* A committed batch, strictly in sequence order, each seq exactly once. */
-    void (*execute)(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch);
+    /* A committed batch, strictly in sequence order, each seq exactly once.
+     * out gets the block hash and state digest it produced (checkpoints). */
+    void (*execute)(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
+                    struct pbft_exec_result *out);
+    /* State transfer, serving side (added, issue 4): append to out a chunk of
+     * the chain that starts at block `from` (the requester's next block) and
+     * that the requester can verify on its own: it ends on a checkpoint this
+     * replica holds a certificate for and carries that certificate. `to` is
+     * where the requester wants to get (a hint). 0, or TALLY_ENOTFOUND when
+     * there is nothing to serve (no certificate at or above from). */
+    int (*state_read)(void *ctx, uint64_t from, uint64_t to, struct msg_buf *out);
+    /* Receiving side: verify a chunk (certificate signatures, hash chain from
+     * our head to the certified block) BEFORE applying anything, then apply
+     * its blocks. 0 with out filled, or an error (the chunk is bad: its
+     * sender is suspect; nothing was applied). Chunks from a lying peer must
+     * never be applied. */
+    int (*state_install)(void *ctx, const uint8_t *chunk, size_t len,
+                         struct pbft_install_result *out);
+    /* Verify a signature (added, issue 5): the proofs inside VIEW-CHANGE and
+     * NEW-VIEW (prepare and pre-prepare signatures, embedded view-changes)
+     * are checked by the core itself. 0 when valid. NULL: tc_verify. */
+    int (*verify)(void *ctx, const tc_pubkey *pk, const uint8_t *bytes, size_t len,
+                  const tc_sig *sig);
 };
 
 struct pbft; /* opaque */
@@ -98,16 +158,31 @@ struct pbft_status {
     uint64_t low_watermark, high_watermark;
     uint64_t queued_requests;
     uint64_t dropped_messages; /* outside window, wrong view, mismatching digest, ... */
+    /* Added (issue 4). */
+    bool state_transfer;         /* fetching blocks from peers now */
+    uint64_t state_target;       /* ... up to this seq */
+    uint64_t state_chunks;       /* chunks installed */
+    uint64_t state_bad_chunks;   /* chunks rejected (a peer lied or the chunk was stale) */
+    uint64_t checkpoints_stable; /* stable certificates formed or installed */
+    uint64_t log_slots_used;     /* log entries held (protocol memory) */
+    uint64_t checkpoint_votes;   /* checkpoint votes held */
+    /* Added (issue 5). */
+    bool view_active;         /* false while changing to `view` */
+    uint64_t views_changed;   /* NEW-VIEWs accepted */
+    uint64_t view_timeout_ms; /* the current view-change timeout (doubles) */
 };
 
 /* Create a replica core. cfg and io are copied. `last_executed` is the
  * ledger's height (execution resumes after it). Returns NULL on bad config
- * or no memory. Free with pbft_destroy. */
+ * or no memory. Free with pbft_destroy. io->state_read / state_install may be
+ * NULL (no state transfer: the simulator's simplest scenarios). */
 struct pbft *pbft_create(const struct pbft_config *cfg, const struct pbft_io *io,
                          uint64_t last_executed);
 void pbft_destroy(struct pbft *p);
 
-/* Restore promises persisted before a restart (call before any event). */
+/* Restore promises persisted before a restart (call before any event). A
+ * PBFT_PERSIST_CHECKPOINT record (the last stable certificate, seq <= the
+ * ledger height) sets the stable checkpoint and the low watermark. */
 int pbft_restore(struct pbft *p, const struct pbft_persist *rec);
 
 /* Events. `now_ms` is the shell's monotonic clock. */

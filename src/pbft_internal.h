@@ -30,6 +30,14 @@ struct pbft_slot {
     uint32_t prepare_from, commit_from; /* bit i: replica i */
     tc_hash prepare_digest[PBFT_MAX_REPLICAS];
     tc_hash commit_digest[PBFT_MAX_REPLICAS];
+    tc_sig prepare_sig[PBFT_MAX_REPLICAS]; /* their envelope signatures (proofs) */
+    /* The prepared certificate (§4.4 "P"): kept across views while a new view
+     * re-proposes the same digest, so that a later VIEW-CHANGE still proves it. */
+    bool has_cert;
+    uint64_t cert_view;
+    tc_hash cert_digest;
+    uint32_t cert_from;
+    tc_sig cert_sig[PBFT_MAX_REPLICAS];
 };
 
 /* A client request waiting to be proposed (or, on a backup, kept for the
@@ -48,6 +56,44 @@ struct pbft_txset_entry {
     tc_hash hash;
     uint64_t where;
     bool used;
+};
+
+/* Checkpoint votes for one checkpoint seq (a multiple of K), by sender
+ * (Castro & Liskov §4.3: "a replica i produces a checkpoint... multicasts a
+ * message <CHECKPOINT, n, d, i>"). The statement signatures are kept: 2f+1
+ * matching ones become the certificate (ledger/cert.h). */
+struct pbft_ckpt_slot {
+    uint64_t seq;  /* 0: unused */
+    uint32_t from; /* bit i: replica i's vote is here (ours included once executed) */
+    tc_hash block_hash[PBFT_MAX_REPLICAS];
+    tc_hash state_digest[PBFT_MAX_REPLICAS];
+    tc_sig sig[PBFT_MAX_REPLICAS];
+};
+
+/* A replica's highest checkpoint vote seen (even beyond our window): f+1
+ * matching ones prove that we are behind (state transfer). */
+struct pbft_ckpt_vote {
+    uint64_t seq; /* 0: none */
+    tc_hash block_hash, state_digest;
+};
+
+/* The latest VIEW-CHANGE from one replica, validated (view_change.c). */
+struct pbft_vc_store {
+    uint64_t view;  /* 0: none */
+    uint8_t *bytes; /* the whole signed message */
+    size_t len;
+};
+
+/* State transfer in progress (state_transfer.c). */
+struct pbft_state_transfer {
+    bool active;
+    uint64_t target;   /* a checkpoint seq f+1 replicas vouch for */
+    uint32_t vouchers; /* bit i: replica i vouched for a checkpoint >= target */
+    uint32_t peer;     /* asked now */
+    uint64_t sent_ms;  /* when the last request left */
+    uint64_t chunks, bad_chunks;
+    uint64_t answered_ms[PBFT_MAX_REPLICAS];   /* serving side: rate limit per peer ... */
+    uint64_t answered_from[PBFT_MAX_REPLICAS]; /* ... for requests that made no progress */
 };
 
 struct pbft {
@@ -72,12 +118,42 @@ struct pbft {
     struct pbft_txset_entry *set; /* open addressing, linear probing */
     uint64_t setcap, setlen;
 
+    uint64_t queue_full_drops, queue_full_logged_ms; /* rate-limited warning */
+
     uint64_t last_status_ms;
     bool status_sent;
     uint64_t status_answered_ms[PBFT_MAX_REPLICAS]; /* rate limit per peer */
     uint32_t status_answered;                       /* bit i: status_answered_ms[i] is set */
 
     struct msg_buf out; /* encoder scratch, reused */
+
+    /* Checkpoints (checkpoint.c). */
+    uint64_t stable;              /* last stable checkpoint seq (0: genesis) */
+    uint64_t checkpoints_stable;  /* certificates formed or installed */
+    struct pbft_ckpt_slot *ckpts; /* ring of nckpts, indexed by (seq / K) */
+    uint64_t nckpts;              /* window / K + 2 */
+    struct pbft_ckpt_vote latest[PBFT_MAX_REPLICAS];
+    uint64_t last_progress_ms;      /* of the last execution (or install) */
+    struct pbft_state_transfer st;  /* state_transfer.c */
+    struct msg_buf chunk;           /* state chunk scratch */
+    struct ledger_cert stable_cert; /* the certificate of `stable` (count 0: none) */
+
+    /* View changes (view_change.c, §4.4). */
+    bool view_active;          /* false between our VIEW-CHANGE for `view` and its NEW-VIEW */
+    bool vc_resend;            /* restored mid view change: send our VIEW-CHANGE again */
+    uint32_t vc_attempts;      /* consecutive view changes without progress */
+    uint64_t vc_quorum_ms;     /* when 2f+1 VIEW-CHANGEs for `view` were first held (0: not) */
+    uint64_t work_deadline_ms; /* backups: pending work must progress by then (0: none) */
+    uint64_t primary_heard_ms; /* the last message from the primary of `view` */
+    uint64_t max_pp_seq;       /* highest seq with an accepted pre-prepare in `view` */
+    uint64_t views_changed;
+    struct pbft_vc_store vcs[PBFT_MAX_REPLICAS];
+    uint64_t vc_rejected[PBFT_MAX_REPLICAS]; /* highest view of an invalid VIEW-CHANGE, by sender */
+    uint64_t suspect; /* we suspect the primary: the view we ask for (0: no) */
+    uint64_t suspect_of[PBFT_MAX_REPLICAS]; /* ... and what each replica's last status asked for */
+    uint8_t *nv_bytes;                      /* the NEW-VIEW of `view`, for replicas still behind */
+    size_t nv_len;
+    struct msg_buf vc_body, scratch;
 };
 
 /* pbft.c: log, watermarks, quorums, sending, execution. */
@@ -101,6 +177,8 @@ uint64_t pbft_retransmit_interval(const struct pbft *p);
 void pbft_txset_mark_inflight(struct pbft *p, const tc_hash *h);
 void pbft_txset_remove(struct pbft *p, const tc_hash *h);
 void pbft_try_propose(struct pbft *p, uint64_t now_ms);
+void pbft_requeue_front(struct pbft *p, const uint8_t tx[LEDGER_TX_BYTES], const tc_hash *hash,
+                        uint64_t now_ms);
 void pbft_recv_request(struct pbft *p, const uint8_t tx[LEDGER_TX_BYTES], const tc_hash *hash,
                        uint64_t now_ms);
 
@@ -109,5 +187,46 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
 void pbft_recv_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms);
 void pbft_recv_commit(struct pbft *p, const struct msg *m, uint64_t now_ms);
 void pbft_recv_status_active(struct pbft *p, const struct msg *m);
+void pbft_recv_checkpoint(struct pbft *p, const struct msg *m);
+void pbft_recv_state_req(struct pbft *p, const struct msg *m);
+void pbft_recv_state_resp(struct pbft *p, const struct msg *m, uint64_t now_ms);
+
+/* pbft.c */
+void pbft_execute_ready(struct pbft *p);
+
+/* checkpoint.c */
+/* We executed checkpoint seq (a multiple of K): sign, vote, broadcast. */
+void pbft_checkpoint_own(struct pbft *p, uint64_t seq, const struct pbft_exec_result *res);
+/* Our own vote for seq, if held, to `to` (retransmission). */
+void pbft_checkpoint_resend(struct pbft *p, int to, uint64_t after_stable);
+/* A certified checkpoint at or below last_executed becomes our stable one:
+ * watermarks advance, the log and old votes are discarded. */
+void pbft_checkpoint_stabilize(struct pbft *p, const struct ledger_cert *cert);
+uint64_t pbft_checkpoint_votes(const struct pbft *p);
+
+/* view_change.c */
+void pbft_vc_start(struct pbft *p, uint64_t new_view, const char *why);
+/* We suspect the primary (a timer, or a proof): say so; f+1 suspicions start the view change. */
+void pbft_suspect(struct pbft *p, const char *why);
+void pbft_suspect_check(struct pbft *p);
+void pbft_vc_tick(struct pbft *p);
+void pbft_recv_view_change(struct pbft *p, const struct msg *m);
+void pbft_recv_new_view(struct pbft *p, const struct msg *m);
+/* Help a replica that is behind in views (STATUS-ACTIVE from it). */
+void pbft_vc_sync(struct pbft *p, uint32_t to, uint64_t its_view, bool its_active);
+/* The slot for seq in `view`: acquired, and reset for the new view when it
+ * held an older view's entry (keeping executed and the prepared certificate). */
+struct pbft_slot *pbft_slot_for_view(struct pbft *p, uint64_t seq, uint64_t view);
+uint64_t pbft_vc_timeout(const struct pbft *p);
+int pbft_verify(struct pbft *p, uint32_t replica, const uint8_t *bytes, size_t len,
+                const tc_sig *sig);
+
+/* state_transfer.c */
+/* Start fetching toward a certified checkpoint learned in a view change. */
+void pbft_state_target(struct pbft *p, uint64_t target, uint32_t vouchers);
+/* Look at the checkpoint votes: start (or retarget) state transfer when f+1
+ * replicas vouch for a checkpoint we cannot reach by the normal case. */
+void pbft_state_check(struct pbft *p);
+void pbft_state_tick(struct pbft *p);
 
 #endif

@@ -19,7 +19,7 @@ void pbft_recv_commit(struct pbft *p, const struct msg *m, uint64_t now_ms)
         pbft_drop(p, "commit for another view", m);
         return;
     }
-    struct pbft_slot *s = pbft_slot_acquire(p, seq);
+    struct pbft_slot *s = pbft_slot_for_view(p, seq, view);
     if (s == NULL) {
         pbft_drop(p, "commit outside the watermarks", m);
         return;

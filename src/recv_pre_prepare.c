@@ -37,7 +37,7 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
         pbft_drop(p, "pre-prepare batch larger than batch_max_txs", m);
         return;
     }
-    struct pbft_slot *s = pbft_slot_acquire(p, seq);
+    struct pbft_slot *s = pbft_slot_for_view(p, seq, view);
     if (s == NULL) {
         pbft_drop(p, "pre-prepare outside the watermarks", m);
         return;
@@ -54,6 +54,8 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
                      "r%u v%llu n%llu primary %u sent a second, different "
                      "pre-prepare: dropped",
                      p->cfg.id, (unsigned long long)view, (unsigned long long)seq, m->sender);
+            /* Proof of misbehaviour: both are signed by the primary. */
+            pbft_suspect(p, "the primary sent two different pre-prepares for one seq");
         }
         return;
     }
@@ -73,8 +75,11 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
     s->digest = m->u.pre_prepare.digest;
     s->pp_sig = m->sig;
     s->has_pre_prepare = true;
-    for (uint32_t i = 0; i < s->count; i++)
-        pbft_txset_mark_inflight(p, &s->hashes[i]);
+    if (seq > p->max_pp_seq)
+        p->max_pp_seq = seq;
+    if (!s->executed)
+        for (uint32_t i = 0; i < s->count; i++)
+            pbft_txset_mark_inflight(p, &s->hashes[i]);
 
     struct pbft_persist pr = {
         .kind = PBFT_PERSIST_PREPARE, .view = view, .seq = seq, .digest = s->digest};

@@ -22,7 +22,7 @@ void pbft_recv_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
         pbft_drop(p, "prepare from the primary", m);
         return;
     }
-    struct pbft_slot *s = pbft_slot_acquire(p, seq);
+    struct pbft_slot *s = pbft_slot_for_view(p, seq, view);
     if (s == NULL) {
         pbft_drop(p, "prepare outside the watermarks", m);
         return;
@@ -40,5 +40,6 @@ void pbft_recv_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
      * matches (one per sender: a second one is a duplicate). */
     s->prepare_from |= bit;
     s->prepare_digest[m->sender] = m->u.phase.digest;
+    s->prepare_sig[m->sender] = m->sig; /* proof for a later VIEW-CHANGE */
     pbft_slot_progress(p, s, now_ms);
 }

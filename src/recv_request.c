@@ -126,8 +126,15 @@ void pbft_recv_request(struct pbft *p, const uint8_t tx[LEDGER_TX_BYTES], const 
     queue_compact(p);
     if (p->qtail - p->qhead == p->qcap || set_reserve(p) != TALLY_OK) {
         p->dropped++;
-        LOG_WARN("L2111", "r%u v%llu request queue full (%llu): request dropped", p->cfg.id,
-                 (unsigned long long)p->view, (unsigned long long)p->qcap);
+        p->queue_full_drops++;
+        /* Once a second at most: a flood must not turn into a flood of logs. */
+        if (p->queue_full_logged_ms == 0 || now_ms - p->queue_full_logged_ms >= 1000) {
+            LOG_WARN("L2111", "r%u v%llu request queue full (%llu): %llu requests dropped",
+                     p->cfg.id, (unsigned long long)p->view, (unsigned long long)p->qcap,
+                     (unsigned long long)p->queue_full_drops);
+            p->queue_full_logged_ms = now_ms ? now_ms : 1;
+            p->queue_full_drops = 0;
+        }
         return;
     }
     struct pbft_request *r = &p->queue[p->qtail & (p->qcap - 1)];
@@ -137,6 +144,29 @@ void pbft_recv_request(struct pbft *p, const uint8_t tx[LEDGER_TX_BYTES], const 
     r->live = true;
     set_put(p, hash, p->qtail);
     p->qtail++;
+    p->qlive++;
+}
+
+/* A transaction of a pre-prepare that a new view did not keep goes back to
+ * the FRONT of the queue: it was ordered before what is still waiting (a
+ * client's consecutive nonces stay in order). Call in descending order. */
+void pbft_requeue_front(struct pbft *p, const uint8_t tx[LEDGER_TX_BYTES], const tc_hash *hash,
+                        uint64_t now_ms)
+{
+    if (p->failed || set_find(p, hash) != NULL)
+        return;
+    queue_compact(p);
+    if (p->qtail - p->qhead == p->qcap || set_reserve(p) != TALLY_OK) {
+        p->dropped++;
+        return;
+    }
+    p->qhead--;
+    struct pbft_request *r = &p->queue[p->qhead & (p->qcap - 1)];
+    memcpy(r->tx, tx, LEDGER_TX_BYTES);
+    r->hash = *hash;
+    r->arrived_ms = now_ms;
+    r->live = true;
+    set_put(p, hash, p->qhead);
     p->qlive++;
 }
 
@@ -214,7 +244,7 @@ static bool propose_one(struct pbft *p)
 
 void pbft_try_propose(struct pbft *p, uint64_t now_ms)
 {
-    if (p->failed || !pbft_is_primary(p))
+    if (p->failed || !pbft_is_primary(p) || !p->view_active)
         return;
     for (;;) {
         queue_compact(p);

@@ -16,7 +16,14 @@
 void pbft_recv_status_active(struct pbft *p, const struct msg *m)
 {
     uint64_t view = m->u.status_active.view, le = m->u.status_active.last_executed;
-    if (view != p->view) {
+    /* What it suspects (its latest word counts: it withdraws on progress). */
+    p->suspect_of[m->sender] = m->u.status_active.suspect;
+    pbft_suspect_check(p);
+    /* A replica behind in views gets the NEW-VIEW (or our VIEW-CHANGE). */
+    bool its_active = (m->u.status_active.flags & MSG_STATUS_VIEW_ACTIVE) != 0;
+    if (view < p->view || !p->view_active || !its_active)
+        pbft_vc_sync(p, m->sender, view, its_active);
+    if (view != p->view || !p->view_active) {
         pbft_drop(p, "status for another view", m);
         return;
     }
@@ -30,6 +37,10 @@ void pbft_recv_status_active(struct pbft *p, const struct msg *m)
     }
     p->status_answered |= bit;
     p->status_answered_ms[m->sender] = p->now_ms;
+    /* Our checkpoint votes above its stable checkpoint: it may have missed
+     * them (it cannot advance its window without 2f+1 of them). */
+    if (m->u.status_active.stable < p->last_executed)
+        pbft_checkpoint_resend(p, (int)m->sender, m->u.status_active.stable);
     uint64_t high = p->low + p->cfg.window;
     if (le >= high)
         return; /* it is ahead of us: our own status will catch us up */

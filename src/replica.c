@@ -14,6 +14,7 @@
 #include "src/log.h"
 #include "src/msg.h"
 #include "src/pbft.h"
+#include "src/statexfer.h"
 #include "src/transport.h"
 #include "src/verifier.h"
 
@@ -94,7 +95,14 @@ struct replica {
     tc_hash recent[RECENT_BLOCKS];
     uint64_t recent_height[RECENT_BLOCKS];
 
+    tc_hash chain_id;
+    tc_pubkey keys[CONFIG_MAX_REPLICAS];
+#ifdef TALLY_FAULTS
+    const char *fault; /* $TALLY_FAULT */
+#endif
+
     /* counters */
+    atomic_uint_fast64_t blocks_transferred;
     atomic_uint_fast64_t blocks_executed, txs_executed, replies_sent, replies_from_ledger;
     atomic_bool failed;
     pthread_mutex_t fail_lock;
@@ -249,9 +257,55 @@ static void io_sign(void *ctx, const uint8_t *bytes, size_t len, tc_sig *out)
     tc_sign(r->kp, bytes, len, out);
 }
 
+#ifdef TALLY_FAULTS
+/* Fault injection, compiled only into build/tallyd-faulty for the end-to-end
+ * tests: TALLY_FAULT=silent sends no protocol message at all;
+ * TALLY_FAULT=equivocate makes a primary send f backups one batch and the
+ * others a different (validly signed) one for the same sequence number. */
+static bool fault_send(struct replica *r, int to, const uint8_t *bytes, size_t len)
+{
+    if (r->fault == NULL)
+        return false;
+    if (strcmp(r->fault, "silent") == 0)
+        return true;
+    if (strcmp(r->fault, "equivocate") != 0 || to != PBFT_BROADCAST || len < 5 ||
+        bytes[4] != MSG_PRE_PREPARE)
+        return false;
+    struct msg m;
+    struct tally_err err = {0};
+    if (msg_decode(bytes, len, len, &m, &err) != 0 || m.u.pre_prepare.batch.count < 2)
+        return false;
+    /* The other story: the same batch without its last transaction. */
+    struct msg_batch other = {.count = m.u.pre_prepare.batch.count - 1,
+                              .tx_bytes = m.u.pre_prepare.batch.tx_bytes};
+    struct msg_buf alt;
+    msg_buf_init(&alt);
+    bool ok = msg_encode_pre_prepare(&alt, r->id, m.u.pre_prepare.view, m.u.pre_prepare.seq, &other,
+                                     &r->signer) == 0;
+    for (uint32_t i = 0; ok && i < r->cfg->n; i++) {
+        if (i == r->id)
+            continue;
+        /* f backups get one batch, the other 2f the other: neither gathers a
+         * commit quorum with the primary, so the cluster stalls until a view
+         * change replaces it. */
+        uint32_t rank = i < r->id ? i + 1 : i; /* 1..n-1 among the backups */
+        if (rank <= r->cfg->f)
+            queue_send(r, (int)i, 0, 0, bytes, len);
+        else
+            queue_send(r, (int)i, 0, 0, alt.data, alt.len);
+    }
+    msg_buf_free(&alt);
+    return ok;
+}
+#endif
+
 static void io_send(void *ctx, int to, const uint8_t *bytes, size_t len)
 {
     struct replica *r = ctx;
+#ifdef TALLY_FAULTS
+    if (fault_send(r, to, bytes, len))
+        return;
+#endif
     queue_send(r, to, 0, 0, bytes, len);
 }
 
@@ -281,6 +335,8 @@ static int stage_u64(struct replica *r, const char *name, uint64_t v, struct tal
     return ledger_stage_meta_put(r->ledger, name, strlen(name), b, sizeof(b), err);
 }
 
+static int block_hash_at(struct replica *r, uint64_t height, tc_hash *out);
+
 static int io_persist(void *ctx, const struct pbft_persist *rec)
 {
     struct replica *r = ctx;
@@ -290,6 +346,8 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
     switch (rec->kind) {
     case PBFT_PERSIST_VIEW:
         rc = stage_u64(r, "view", rec->view, &err);
+        if (rc == 0)
+            rc = stage_u64(r, "vchg", rec->view_changing ? 1 : 0, &err);
         break;
     case PBFT_PERSIST_PREPREPARE:
     case PBFT_PERSIST_PREPARE:
@@ -299,9 +357,14 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
                                                                   : "cm";
         uint32_t count =
             rec->kind == PBFT_PERSIST_PREPREPARE && rec->batch != NULL ? rec->batch->count : 0;
+        uint32_t nsigs = rec->kind == PBFT_PERSIST_COMMIT && rec->prepare_sigs != NULL
+                             ? (uint32_t)__builtin_popcount(rec->prepare_from)
+                             : 0;
         size_t len = 8 + TC_HASH_BYTES;
         if (rec->kind == PBFT_PERSIST_PREPREPARE)
-            len += 4 + (size_t)count * LEDGER_TX_BYTES;
+            len += 4 + (size_t)count * LEDGER_TX_BYTES + TC_SIG_BYTES;
+        if (nsigs > 0)
+            len += 4 + (size_t)nsigs * TC_SIG_BYTES;
         if ((rc = meta_reserve(r, len)) != 0) {
             tally_errf(&err, rc, "out of memory");
             break;
@@ -309,9 +372,21 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         put_be64(r->meta_buf, rec->view);
         memcpy(r->meta_buf + 8, rec->digest.b, TC_HASH_BYTES);
         if (rec->kind == PBFT_PERSIST_PREPREPARE) {
+            /* view, digest, u32 count, txs, the primary's signature */
             ledger_put_u32(r->meta_buf + 40, count);
             if (count > 0)
                 memcpy(r->meta_buf + 44, rec->batch->tx_bytes, (size_t)count * LEDGER_TX_BYTES);
+            memcpy(r->meta_buf + 44 + (size_t)count * LEDGER_TX_BYTES, rec->sig.b, TC_SIG_BYTES);
+        }
+        if (nsigs > 0) {
+            /* COMMIT: view, digest, u32 prepare_from, its signatures in replica order */
+            ledger_put_u32(r->meta_buf + 40, rec->prepare_from);
+            uint8_t *at = r->meta_buf + 44;
+            for (uint32_t i = 0; i < PBFT_MAX_REPLICAS; i++)
+                if (rec->prepare_from & (1u << i)) {
+                    memcpy(at, rec->prepare_sigs[i].b, TC_SIG_BYTES);
+                    at += TC_SIG_BYTES;
+                }
         }
         seq_key(key, prefix, rec->seq);
         rc = ledger_stage_meta_put(r->ledger, key, sizeof(key), r->meta_buf, len, &err);
@@ -319,6 +394,30 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
             r->persisted_hi = rec->seq;
             rc = stage_u64(r, "hi", rec->seq, &err);
         }
+        break;
+    }
+    case PBFT_PERSIST_CHECKPOINT: {
+        /* Before storing a certificate, check it names our own block: a
+         * quorum that certifies another state than ours means this ledger
+         * is not the cluster's, and it must not go on serving it. */
+        tc_hash mine;
+        const struct ledger_ckpt *ck = &rec->cert->ck;
+        rc = block_hash_at(r, ck->height, &mine);
+        if (rc != 0) {
+            tally_errf(&err, rc, "no block %llu for checkpoint certificate",
+                       (unsigned long long)ck->height);
+            break;
+        }
+        if (memcmp(mine.b, ck->block_hash.b, TC_HASH_BYTES) != 0) {
+            rc = tally_errf(&err, TALLY_EMISMATCH,
+                            "2f+1 replicas certify block %llu with another hash than ours: this "
+                            "data directory diverged; rebuild it (state transfer)",
+                            (unsigned long long)ck->height);
+            break;
+        }
+        rc = ledger_stage_cert(r->ledger, rec->cert, &err);
+        LOG_INFO("L0511", "checkpoint %llu stable (%u signatures)", (unsigned long long)ck->height,
+                 rec->cert->count);
         break;
     }
     case PBFT_PERSIST_DISCARD_LOG: {
@@ -414,7 +513,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch)
+static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
+                       struct pbft_exec_result *out)
 {
     struct replica *r = ctx;
     struct tally_err err = {0};
@@ -449,6 +549,8 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         return;
     }
     r->staged = false; /* staged promises rode along in the block's WriteBatch */
+    out->block_hash = res.block_hash;
+    out->state_digest = res.state_digest;
     remember_block(r, res.height, &res.block_hash);
     atomic_fetch_add(&r->blocks_executed, 1);
     atomic_fetch_add(&r->txs_executed, n);
@@ -488,6 +590,142 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         send_reply(r, r->items[a].pipe, view, res.height, &res.block_hash, r->entries, cnt);
         a = b;
     }
+}
+
+/* ---- state transfer (src/state_transfer.c decides, src/statexfer.h codec) -- */
+
+/* Serve blocks from `from` up to the lowest certified checkpoint at or above
+ * it: complete blocks while they fit in a message, headers for the rest. */
+static int io_state_read(void *ctx, uint64_t from, uint64_t to, struct msg_buf *out)
+{
+    (void)to;
+    struct replica *r = ctx;
+    struct tally_err err = {0};
+    struct ledger_cert cert;
+    bool found = false;
+    int rc = ledger_find_cert_from(r->ledger, from, &cert, &found, &err);
+    if (rc != 0 || !found || cert.ck.height > ledger_height(r->ledger))
+        return rc != 0 ? rc : TALLY_ENOTFOUND;
+    size_t max = r->cfg->max_message_bytes - 1024; /* envelope and STATE-RESP header */
+    struct stx_writer w;
+    if ((rc = stx_writer_begin(&w, max, &cert, from)) != 0)
+        goto done;
+    bool headers_only = false;
+    for (uint64_t h = from; h <= cert.ck.height && rc == 0; h++) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        bool have = false;
+        rc = ledger_get_block(r->ledger, h, &bytes, &len, &have, &err);
+        if (rc == 0 && (!have || len < LEDGER_BLOCK_HEADER_BYTES))
+            rc = TALLY_ENOTFOUND;
+        if (rc == 0 && !headers_only) {
+            rc = stx_writer_add_block(&w, bytes, len);
+            if (rc == TALLY_ETOOBIG && w.nblocks > 0) {
+                headers_only = true; /* the rest as headers: the next chunk brings them */
+                rc = 0;
+            } else {
+                free(bytes);
+                continue;
+            }
+        }
+        if (rc == 0)
+            rc = stx_writer_add_header(&w, bytes);
+        free(bytes);
+    }
+    if (rc == 0) {
+        stx_writer_finish(&w);
+        msg_buf_reset(out);
+        if (out->cap < w.len) {
+            uint8_t *d = realloc(out->data, w.len);
+            if (d == NULL)
+                rc = TALLY_ENOMEM;
+            else {
+                out->data = d;
+                out->cap = w.len;
+            }
+        }
+        if (rc == 0) {
+            memcpy(out->data, w.buf, w.len);
+            out->len = w.len;
+        }
+    }
+done:
+    stx_writer_free(&w);
+    if (rc != 0)
+        LOG_DEBUG("L0512", "cannot serve state from %llu: %s", (unsigned long long)from,
+                  tally_strerror(rc));
+    return rc;
+}
+
+/* Verify a chunk completely, then apply its complete blocks. */
+static int io_state_install(void *ctx, const uint8_t *bytes, size_t len,
+                            struct pbft_install_result *out)
+{
+    struct replica *r = ctx;
+    struct tally_err err = {0};
+    struct stx_chunk c;
+    tc_hash head;
+    ledger_head_hash(r->ledger, &head);
+    uint64_t height = ledger_height(r->ledger);
+    int rc = stx_decode(bytes, len, &c, &err);
+    if (rc == 0)
+        rc = stx_verify(&c, &r->chain_id, r->keys, r->cfg->n, config_quorum(r->cfg), height, &head,
+                        &err);
+    if (rc != 0) {
+        LOG_WARN("L0513", "state chunk rejected: %s", tally_err_text(&err));
+        return rc;
+    }
+    for (uint32_t i = 0; i < c.nblocks; i++) {
+        struct ledger_block b;
+        if ((rc = stx_block(&c, i, &b, &err)) != 0)
+            break;
+        size_t cap = r->sig_ok_cap;
+        if (grow((void **)&r->sig_ok, &cap, b.h.tx_count + 1, 1) != 0) {
+            rc = tally_errf(&err, TALLY_ENOMEM, "out of memory");
+            break;
+        }
+        r->sig_ok_cap = cap;
+        for (uint32_t k = 0; k < b.h.tx_count; k++) {
+            const uint8_t *tx = b.items + (size_t)k * LEDGER_TX_BYTES;
+            tc_hash h;
+            ledger_tx_hash_bytes(tx, &h);
+            r->sig_ok[k] = (uint8_t)verifier_tx_sig_ok(r->verifier, tx, &h);
+        }
+        if (b.h.height == c.cert.ck.height &&
+            (rc = ledger_stage_cert(r->ledger, &c.cert, &err)) != 0)
+            break;
+        struct ledger_block_result res;
+        rc = ledger_apply_block_verified(r->ledger, b.h.height, b.items, b.h.tx_count, r->sig_ok,
+                                         &res, &err);
+        if (rc != 0)
+            break;
+        r->staged = false;
+        tc_hash want;
+        ledger_block_header_hash(&b.h, &want);
+        if (memcmp(want.b, res.block_hash.b, TC_HASH_BYTES) != 0) {
+            rc = tally_errf(&err, TALLY_EMISMATCH,
+                            "re-executing certified block %llu gave another block: this "
+                            "replica's execution diverges",
+                            (unsigned long long)b.h.height);
+            fail(r, &err, "state transfer");
+            return rc;
+        }
+        remember_block(r, res.height, &res.block_hash);
+        atomic_fetch_add(&r->blocks_executed, 1);
+        atomic_fetch_add(&r->txs_executed, b.h.tx_count);
+        atomic_fetch_add(&r->blocks_transferred, 1);
+    }
+    if (rc != 0) {
+        fail(r, &err, "applying a state chunk");
+        return rc;
+    }
+    out->height = ledger_height(r->ledger);
+    out->certified = out->height == c.cert.ck.height;
+    out->ck = c.cert.ck;
+    out->cert = c.cert;
+    LOG_INFO("L0514", "state transfer: applied blocks %llu..%llu%s", (unsigned long long)c.first,
+             (unsigned long long)out->height, out->certified ? " (certified checkpoint)" : "");
+    return 0;
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -652,6 +890,25 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
         "tx_cache_hits", (json_int_t)vs.tx_cache_hits, "peer_received",
         (json_int_t)ts.peer_received, "client_received", (json_int_t)ts.client_received, "ledger",
         "height", (json_int_t)ledger_height(r->ledger), "head_hash", head_hex);
+    if (o != NULL)
+        json_object_set_new(
+            o, "checkpoints",
+            json_pack(
+                "{s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "stable",
+                (json_int_t)st.last_stable_checkpoint, "stable_count",
+                (json_int_t)st.checkpoints_stable, "state_transfer", st.state_transfer,
+                "state_target", (json_int_t)st.state_target, "state_chunks",
+                (json_int_t)st.state_chunks, "state_bad_chunks", (json_int_t)st.state_bad_chunks,
+                "blocks_transferred", (json_int_t)atomic_load(&r->blocks_transferred), "log_slots",
+                (json_int_t)st.log_slots_used, "checkpoint_votes", (json_int_t)st.checkpoint_votes,
+                "protocol_log_span",
+                (json_int_t)(r->persisted_hi > r->persisted_lo ? r->persisted_hi - r->persisted_lo
+                                                               : 0)));
+    if (o != NULL)
+        json_object_set_new(o, "view_change",
+                            json_pack("{s:b, s:I, s:I}", "view_active", st.view_active,
+                                      "views_changed", (json_int_t)st.views_changed, "timeout_ms",
+                                      (json_int_t)st.view_timeout_ms));
     char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (text == NULL)
@@ -808,11 +1065,27 @@ static int restore_state(struct replica *r, struct tally_err *err)
 {
     bool found = false;
     uint64_t view = 0, lo = 0, hi = 0;
-    int rc = get_meta_u64(r->ledger, "view", &view, &found, err);
+    struct ledger_cert cert;
+    int rc = ledger_last_cert(r->ledger, &cert, &found, err);
+    if (rc != 0)
+        return rc;
+    if (found && cert.ck.height <= ledger_height(r->ledger)) {
+        struct pbft_persist rec = {
+            .kind = PBFT_PERSIST_CHECKPOINT, .seq = cert.ck.height, .cert = &cert};
+        if ((rc = pbft_restore(r->core, &rec)) != 0)
+            return tally_errf(err, rc, "restoring checkpoint %llu",
+                              (unsigned long long)cert.ck.height);
+    }
+    rc = get_meta_u64(r->ledger, "view", &view, &found, err);
     if (rc != 0)
         return rc;
     if (found) {
-        struct pbft_persist rec = {.kind = PBFT_PERSIST_VIEW, .view = view};
+        uint64_t changing = 0;
+        bool have = false;
+        if ((rc = get_meta_u64(r->ledger, "vchg", &changing, &have, err)) != 0)
+            return rc;
+        struct pbft_persist rec = {
+            .kind = PBFT_PERSIST_VIEW, .view = view, .view_changing = have && changing != 0};
         if ((rc = pbft_restore(r->core, &rec)) != 0)
             return tally_errf(err, rc, "restoring view %llu", (unsigned long long)view);
     }
@@ -842,6 +1115,7 @@ static int restore_state(struct replica *r, struct tally_err *err)
                 continue;
             struct pbft_persist rec = {.kind = kinds[i], .seq = seq};
             struct msg_batch batch = {0};
+            tc_sig sigs[PBFT_MAX_REPLICAS];
             const uint8_t *v = val;
             bool ok = len >= 8 + TC_HASH_BYTES;
             if (ok) {
@@ -853,10 +1127,29 @@ static int restore_state(struct replica *r, struct tally_err *err)
                 if (ok) {
                     batch.count = ledger_get_u32(v + 40);
                     batch.tx_bytes = v + 44;
-                    ok = batch.count <= MSG_MAX_BATCH &&
-                         len == 44 + (size_t)batch.count * LEDGER_TX_BYTES;
+                    size_t body = 44 + (size_t)batch.count * LEDGER_TX_BYTES;
+                    ok =
+                        batch.count <= MSG_MAX_BATCH && (len == body || len == body + TC_SIG_BYTES);
+                    if (ok && len == body + TC_SIG_BYTES)
+                        memcpy(rec.sig.b, v + body, TC_SIG_BYTES);
                 }
                 rec.batch = &batch;
+            }
+            if (ok && kinds[i] == PBFT_PERSIST_COMMIT && len > 40) {
+                ok = len >= 44;
+                uint32_t from = ok ? ledger_get_u32(v + 40) : 0;
+                uint32_t n = (uint32_t)__builtin_popcount(from);
+                ok = ok && len == 44 + (size_t)n * TC_SIG_BYTES;
+                if (ok) {
+                    const uint8_t *at = v + 44;
+                    for (uint32_t k = 0; k < PBFT_MAX_REPLICAS; k++)
+                        if (from & (1u << k)) {
+                            memcpy(sigs[k].b, at, TC_SIG_BYTES);
+                            at += TC_SIG_BYTES;
+                        }
+                    rec.prepare_from = from;
+                    rec.prepare_sigs = sigs;
+                }
             }
             if (!ok) {
                 free(val);
@@ -892,6 +1185,13 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
     r->id = o->id;
     r->kp = o->kp;
     r->signer = msg_signer_keypair(o->kp);
+#ifdef TALLY_FAULTS
+    r->fault = getenv("TALLY_FAULT");
+    if (r->fault != NULL && *r->fault != 0)
+        LOG_WARN("L0520", "fault injection: TALLY_FAULT=%s (a test build)", r->fault);
+    else
+        r->fault = NULL;
+#endif
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     pthread_mutex_init(&r->fail_lock, NULL);
@@ -922,10 +1222,19 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         .max_inflight = cfg->max_inflight_batches,
         .request_timeout_ms = cfg->request_timeout_ms,
     };
-    for (uint32_t i = 0; i < cfg->n; i++)
+    ledger_genesis_hash(r->ledger, &r->chain_id);
+    pc.chain_id = r->chain_id;
+    for (uint32_t i = 0; i < cfg->n; i++) {
         pc.replica_keys[i] = cfg->replicas[i].pk;
-    struct pbft_io io = {
-        .ctx = r, .sign = io_sign, .persist = io_persist, .send = io_send, .execute = io_execute};
+        r->keys[i] = cfg->replicas[i].pk;
+    }
+    struct pbft_io io = {.ctx = r,
+                         .sign = io_sign,
+                         .persist = io_persist,
+                         .send = io_send,
+                         .execute = io_execute,
+                         .state_read = io_state_read,
+                         .state_install = io_state_install};
     uint64_t height = ledger_height(r->ledger);
     r->core = pbft_create(&pc, &io, height);
     if (r->core == NULL) {
@@ -938,7 +1247,8 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
                                .max_message_bytes = cfg->max_message_bytes,
                                .workers = o->verifiers,
                                .deliver = deliver_event,
-                               .ctx = r};
+                               .ctx = r,
+                               .chain_id = r->chain_id};
     for (uint32_t i = 0; i < cfg->n; i++)
         vo.replica_keys[i] = cfg->replicas[i].pk;
     if ((rc = verifier_start(&vo, &r->verifier, err)) != 0)

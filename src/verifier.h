@@ -5,7 +5,10 @@
  *    max_message_bytes), come from a replica of the config and carry a
  *    valid signature by that replica's key (our own id is accepted: peers
  *    retransmit the primary's PRE-PREPARE to whoever lacks it); PRE-PREPAREs also have every
- *    transaction signature checked (so execution never verifies again).
+ *    transaction signature checked (so execution never verifies again), so do
+ *    the blocks of a STATE-RESP (their verdicts go to the cache, which the
+ *    install then reads); a CHECKPOINT's statement signature must verify
+ *    against the sender's key and our chain id (it goes into certificates).
  *  - Client messages: REQUEST (each transaction decoded, hashed and its
  *    signature checked), QUERY and STATUS_REQ; anything else is dropped.
  *  - Transaction signatures are checked once per replica: a bounded,
@@ -65,6 +68,7 @@ struct verifier_opts {
     unsigned workers; /* 0: choose from the CPU count (1 or 2) */
     verifier_deliver_fn deliver;
     void *ctx;
+    tc_hash chain_id; /* checkpoint statements are verified against it */
 };
 
 struct verifier_stats {

@@ -1,4 +1,5 @@
-/* tally export --data DIR [--out FILE]: blocks and transactions as JSON lines. */
+/* tally export --data DIR [--out FILE]: blocks, transactions and checkpoint
+ * certificates as JSON lines. */
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include "ledger/block.h"
 #include "ledger/ledger.h"
 #include "tools/cmds.h"
+#include "tools/lib/checkpoint.h"
 
 static void export_usage(FILE *out)
 {
@@ -18,14 +20,17 @@ static void export_usage(FILE *out)
         "\n"
         "Write a data directory's blocks and transactions as JSON lines, in height\n"
         "order: one object per block, followed by one per transaction (genesis:\n"
-        "one per allocation). Amounts, balances and nonces are JSON integers, or\n"
-        "decimal strings when above 2^63-1. Export a stopped replica or a copy.\n"
+        "one per allocation); then one per checkpoint certificate, in height order.\n"
+        "Heights, amounts, balances and nonces are JSON integers, or decimal strings\n"
+        "when above 2^63-1. Export a stopped replica or a copy.\n"
         "\n"
         "  {\"type\":\"block\",\"height\",\"hash\",\"prev_hash\",\"tx_root\",\"results_hash\",\n"
         "   \"state_digest\",\"tx_count\"}\n"
         "  {\"type\":\"tx\",\"height\",\"index\",\"hash\",\"from\",\"to\",\"amount\",\"nonce\",\n"
         "   \"signature\",\"result\"}   (malformed: \"bytes\" instead of the fields)\n"
         "  {\"type\":\"allocation\",\"height\":0,\"index\",\"account\",\"balance\"}\n"
+        "  {\"type\":\"checkpoint\",\"height\",\"block_hash\",\"state_digest\",\n"
+        "   \"signatures\":[{\"signer\",\"sig\"},...]}   (tally verify-checkpoint --export)\n"
         "\n"
         "  --data DIR    the data directory\n"
         "  --out FILE    write here instead of standard output\n"
@@ -191,6 +196,24 @@ int cmd_export(int argc, char **argv)
         }
         free(bytes);
         bytes = NULL;
+    }
+    /* Checkpoint certificates, in height order. */
+    for (uint64_t from = 0;;) {
+        struct ledger_cert cert;
+        bool found = false;
+        if (ledger_find_cert_from(l, from, &cert, &found, &err) != TALLY_OK) {
+            fprintf(stderr, "tally export: %s\n", tally_err_text(&err));
+            goto out;
+        }
+        if (!found)
+            break;
+        if (emit(f, checkpoint_cert_to_json(&cert)) != 0) {
+            fprintf(stderr, "tally export: writing %s failed: %m\n", out ? out : "output");
+            goto out;
+        }
+        if (cert.ck.height == UINT64_MAX)
+            break;
+        from = cert.ck.height + 1;
     }
     if (fflush(f) != 0) {
         fprintf(stderr, "tally export: writing %s failed: %m\n", out ? out : "output");

@@ -18,11 +18,23 @@ static const struct tally_command commands[] = {
 #undef TALLY_CMD_ENTRY
 };
 
+/* The command-line name of a command: its C name with '_' as '-'. */
+static const char *display_name(const char *name, char *buf, size_t size)
+{
+    size_t i = 0;
+    for (; name[i] != '\0' && i + 1 < size; i++)
+        buf[i] = name[i] == '_' ? '-' : name[i];
+    buf[i] = '\0';
+    return buf;
+}
+
 static void usage(FILE *out)
 {
+    char buf[64];
     fprintf(out, "usage: tally <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(out, "  %-17s %s\n", display_name(commands[i].name, buf, sizeof(buf)),
+                commands[i].help);
     fprintf(out, "\nRun `tally <command> --help` for a command's options.\n");
 }
 
@@ -42,11 +54,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "tally: cannot initialise cryptography\n");
         return 1;
     }
+    char buf[64];
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(argv[1], commands[i].name) != 0)
+        if (strcmp(argv[1], display_name(commands[i].name, buf, sizeof(buf))) != 0)
             continue;
         if (commands[i].run == NULL) {
-            fprintf(stderr, "tally %s: not built yet\n", commands[i].name);
+            fprintf(stderr, "tally %s: not built yet\n", buf);
             return 1;
         }
         return commands[i].run(argc - 1, argv + 1);

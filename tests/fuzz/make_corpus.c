@@ -1,5 +1,5 @@
-/* Writes the fuzzers' seed corpus: valid transactions, blocks and messages of
- * every kind, and sample configs, into tests/fuzz/corpus/NAME/. Run by
+/* Writes the fuzzers' seed corpus: valid transactions, blocks, checkpoint
+ * certificates and messages of every kind, and sample configs, into tests/fuzz/corpus/NAME/. Run by
  * `make fuzz-corpus`; the output is committed so a fuzz run starts from
  * inputs that reach deep into each decoder. */
 #include <stdio.h>
@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "ledger/block.h"
+#include "ledger/cert.h"
 #include "ledger/ledger.h"
 #include "src/msg.h"
+#include "src/statexfer.h"
 
 static void put(const char *target, const char *name, const void *data, size_t len)
 {
@@ -82,6 +84,66 @@ int main(void)
         put("fuzz_block", h == 0 ? "genesis" : "block1", bytes, len);
         free(bytes);
     }
+
+    /* Checkpoint certificates of block 1: signed by a and b (canonical
+     * order), by a alone, and the largest, LEDGER_CERT_MAX_SIGS signers. */
+    tc_hash chain;
+    ledger_genesis_hash(l, &chain);
+    struct ledger_cert cert = {.ck = {1, res.block_hash, res.state_digest}, .count = 2};
+    cert.sigs[0].signer = a.pk;
+    ledger_ckpt_sign(&a, &chain, &cert.ck, &cert.sigs[0].sig);
+    cert.sigs[1].signer = b.pk;
+    ledger_ckpt_sign(&b, &chain, &cert.ck, &cert.sigs[1].sig);
+    ledger_cert_sort(&cert);
+    uint8_t cbuf[LEDGER_CERT_MAX_BYTES];
+    put("fuzz_cert", "two_signers", cbuf, ledger_cert_encode(&cert, cbuf));
+    size_t two_len = ledger_cert_encode(&cert, cbuf);
+    uint8_t two_cert[LEDGER_CERT_MAX_BYTES];
+    memcpy(two_cert, cbuf, two_len);
+
+    /* State chunks: block 1 complete, and block 1 as a header only. */
+    struct stx_writer sw;
+    uint8_t *chunk = NULL;
+    size_t chunk_len = 0;
+    for (int headers_only = 0; headers_only <= 1; headers_only++) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        bool found = false;
+        if (ledger_get_block(l, 1, &bytes, &len, &found, &err) != TALLY_OK || !found ||
+            stx_writer_begin(&sw, 1u << 20, &cert, 1) != TALLY_OK)
+            return 1;
+        if (headers_only ? stx_writer_add_header(&sw, bytes) != TALLY_OK
+                         : stx_writer_add_block(&sw, bytes, len) != TALLY_OK)
+            return 1;
+        free(bytes);
+        stx_writer_finish(&sw);
+        put("fuzz_statexfer", headers_only ? "headers" : "block1", sw.buf, sw.len);
+        if (!headers_only) {
+            chunk = malloc(sw.len);
+            if (chunk == NULL)
+                return 1;
+            memcpy(chunk, sw.buf, sw.len);
+            chunk_len = sw.len;
+        }
+        stx_writer_free(&sw);
+    }
+    cert.count = 1;
+    cert.sigs[0].signer = a.pk;
+    ledger_ckpt_sign(&a, &chain, &cert.ck, &cert.sigs[0].sig);
+    put("fuzz_cert", "one_signer", cbuf, ledger_cert_encode(&cert, cbuf));
+    cert.count = LEDGER_CERT_MAX_SIGS;
+    for (uint32_t i = 0; i < LEDGER_CERT_MAX_SIGS; i++) {
+        tc_keypair k = {0};
+        seed[0] = (uint8_t)(100 + i);
+        if (tc_keypair_from_seed(&k, seed) != TALLY_OK)
+            return 1;
+        cert.sigs[i].signer = k.pk;
+        ledger_ckpt_sign(&k, &chain, &cert.ck, &cert.sigs[i].sig);
+        tc_keypair_free(&k);
+    }
+    seed[0] = 2;
+    ledger_cert_sort(&cert);
+    put("fuzz_cert", "max_signers", cbuf, ledger_cert_encode(&cert, cbuf));
     ledger_close(l);
     rmdir(dir);
 
@@ -110,6 +172,38 @@ int main(void)
          msg_encode_query_reply(&m, 1, MSG_QUERY_BALANCE, 7, a.pk.b, 1, 1, 970, 2, 0, &signer));
     EMIT("status_req", msg_encode_status_req(&m));
     EMIT("status_reply", msg_encode_status_reply(&m, 0, "{\"view\":0}", 10, &signer));
+    EMIT("status_active", msg_encode_status_active(&m, 1, 0, 1, 0, 0, 1, &signer));
+    tc_sig ssig;
+    ledger_ckpt_sign(&a, &chain, &(struct ledger_ckpt){1, res.block_hash, res.state_digest}, &ssig);
+    EMIT("checkpoint",
+         msg_encode_checkpoint(&m, 1, 4, &res.block_hash, &res.state_digest, &ssig, &signer));
+    EMIT("state_req", msg_encode_state_req(&m, 2, 1, 4, &signer));
+    EMIT("state_resp", msg_encode_state_resp(&m, 3, 1, chunk, chunk_len, &signer));
+    /* A VIEW-CHANGE with a checkpoint and one prepared entry, and a NEW-VIEW
+     * that embeds it with one re-proposal. */
+    struct msg_buf body, vc;
+    msg_buf_init(&body);
+    msg_buf_init(&vc);
+    bool ok = msg_put_u64(&body, 1) && msg_put_u64(&body, 4) &&
+              msg_put_u32(&body, (uint32_t)two_len) && msg_put(&body, two_cert, two_len) &&
+              msg_put_u32(&body, 1) && msg_put_u64(&body, 0) && msg_put_u64(&body, 5) &&
+              msg_put(&body, digest.b, TC_HASH_BYTES) && msg_put_u32(&body, 3) &&
+              msg_put(&body, txs, 3 * LEDGER_TX_BYTES) && msg_put_u32(&body, 2);
+    for (uint16_t i = 1; i <= 2 && ok; i++)
+        ok = msg_put_u16(&body, i) && msg_put(&body, ssig.b, TC_SIG_BYTES);
+    if (!ok || msg_encode_body(&vc, MSG_VIEW_CHANGE, 2, body.data, body.len, &signer) != TALLY_OK)
+        return 1;
+    put("fuzz_msg", "view_change", vc.data, vc.len);
+    msg_buf_reset(&body);
+    ok = msg_put_u64(&body, 1) && msg_put_u32(&body, 1) && msg_put_u32(&body, (uint32_t)vc.len) &&
+         msg_put(&body, vc.data, vc.len) && msg_put_u64(&body, 4) && msg_put_u32(&body, 1) &&
+         msg_put_u64(&body, 5) && msg_put_u32(&body, 3) &&
+         msg_put(&body, txs, 3 * LEDGER_TX_BYTES) && msg_put(&body, ssig.b, TC_SIG_BYTES);
+    EMIT("new_view",
+         ok ? msg_encode_body(&m, MSG_NEW_VIEW, 1, body.data, body.len, &signer) : TALLY_ENOMEM);
+    msg_buf_free(&body);
+    msg_buf_free(&vc);
+    free(chunk);
 #undef EMIT
     msg_buf_free(&m);
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ledger/block.h"
+#include "ledger/cert.h"
 #include "src/msg.h"
 #include "src/pbft.h"
 #include "tests/sim/sim.h"
@@ -38,15 +40,21 @@ struct sim_txrec {
     uint8_t result;
 };
 
+struct sim_block { /* what was executed at one height: the batch */
+    uint32_t count;
+    uint8_t *txs;
+};
+
 struct sim_ledger {
     struct sim_account acct[SIM_MAX_ACCOUNTS];
     uint32_t nacct;
     struct sim_txrec *txs;
     size_t ntx, captx;
-    tc_hash *heads;   /* heads[h]: chained hash after height h; heads[0] = zero */
-    tc_hash *digests; /* digests[h]: batch digest executed at h */
+    tc_hash *heads;           /* heads[h]: chained hash after height h; heads[0] = zero */
+    tc_hash *digests;         /* digests[h]: batch digest executed at h */
+    struct sim_block *blocks; /* blocks[h] (state transfer serves them) */
     uint64_t height;
-    size_t caph, capd;
+    size_t caph, capd, capb;
 };
 
 /* --- the simulated cluster ------------------------------------------------- */
@@ -66,6 +74,7 @@ struct sim_prec { /* a persisted promise, with its own copy of the batch */
     struct pbft_persist rec;
     struct msg_batch batch;
     uint8_t *bytes;
+    tc_sig sigs[PBFT_MAX_REPLICAS]; /* COMMIT: the prepared certificate */
 };
 
 struct sim;
@@ -80,6 +89,8 @@ struct sim_replica {
     struct sim_ledger ledger;
     struct sim_prec *recs;
     size_t nrecs, caprecs;
+    struct ledger_cert *certs; /* stable certificates, ascending heights (durable) */
+    size_t ncerts, capcerts;
 };
 
 struct sim_reply_seen {
@@ -93,6 +104,7 @@ struct sim_client {
     uint32_t idx;
     tc_keypair kp;
     uint64_t nonce; /* last nonce used */
+    uint64_t view;  /* the highest view seen in a reply: its primary gets requests first */
     uint32_t submitted, receipted;
     bool waiting, done;
     uint64_t token;
@@ -123,6 +135,7 @@ struct sim {
     uint64_t equiv_salt;
     bool oom;
     struct sim_result *res;
+    tc_hash chain_id;
 };
 
 static uint64_t rnd(struct sim *s, uint64_t below)
@@ -213,9 +226,15 @@ static bool node_down(struct sim *s, uint32_t node)
 }
 
 /* The network: loss, per-message delay (hence reordering) and duplication. */
+static bool partitioned(const struct sim *s, uint32_t node)
+{
+    return s->sc->partition_replica >= 0 && node == (uint32_t)s->sc->partition_replica &&
+           s->now >= s->sc->partition_from_ms && s->now < s->sc->partition_to_ms;
+}
+
 static void net_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *bytes, size_t len)
 {
-    if (node_down(s, from) || node_down(s, to))
+    if (node_down(s, from) || node_down(s, to) || partitioned(s, from) || partitioned(s, to))
         return;
     if (rnd(s, 1000) < s->sc->loss_permille)
         return;
@@ -303,9 +322,33 @@ static void io_sign(void *ctx, const uint8_t *bytes, size_t len, tc_sig *out)
     tc_sign(&r->kp, bytes, len, out);
 }
 
+static int store_cert(struct sim_replica *r, const struct ledger_cert *c)
+{
+    if (r->ncerts > 0 && r->certs[r->ncerts - 1].ck.height >= c->ck.height)
+        return TALLY_OK;
+    if (!grow((void **)&r->certs, &r->capcerts, r->ncerts + 1, sizeof(*r->certs)))
+        return TALLY_ENOMEM;
+    r->certs[r->ncerts++] = *c;
+    return TALLY_OK;
+}
+
 static int io_persist(void *ctx, const struct pbft_persist *rec)
 {
     struct sim_replica *r = ctx;
+    if (rec->kind == PBFT_PERSIST_CHECKPOINT) {
+        /* The shell checks a certificate against its own ledger before
+         * storing it (tallyd does the same). */
+        const struct ledger_ckpt *ck = &rec->cert->ck;
+        if (ck->height > r->ledger.height ||
+            memcmp(ck->block_hash.b, r->ledger.heads[ck->height].b, TC_HASH_BYTES) != 0) {
+            violation(r->sim,
+                      "replica %u asked to store a certificate for height %llu that "
+                      "does not match its ledger",
+                      r->id, (unsigned long long)ck->height);
+            return TALLY_EMISMATCH;
+        }
+        return store_cert(r, rec->cert);
+    }
     if (rec->kind == PBFT_PERSIST_DISCARD_LOG) {
         size_t keep = 0;
         for (size_t i = 0; i < r->nrecs; i++) {
@@ -318,12 +361,23 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         r->nrecs = keep;
         return TALLY_OK;
     }
+    if (rec->kind == PBFT_PERSIST_VIEW) { /* one current view record */
+        for (size_t i = 0; i < r->nrecs; i++)
+            if (r->recs[i].rec.kind == PBFT_PERSIST_VIEW) {
+                r->recs[i].rec = *rec;
+                return TALLY_OK;
+            }
+    }
     if (!grow((void **)&r->recs, &r->caprecs, r->nrecs + 1, sizeof(*r->recs)))
         return TALLY_ENOMEM;
     struct sim_prec *p = &r->recs[r->nrecs];
     memset(p, 0, sizeof(*p));
     p->rec = *rec;
     p->rec.batch = NULL;
+    p->rec.cert = NULL;
+    p->rec.prepare_sigs = NULL;
+    if (rec->kind == PBFT_PERSIST_COMMIT && rec->prepare_sigs != NULL)
+        memcpy(p->sigs, rec->prepare_sigs, sizeof(p->sigs));
     if (rec->kind == PBFT_PERSIST_PREPREPARE && rec->batch != NULL) {
         size_t len = (size_t)rec->batch->count * LEDGER_TX_BYTES;
         p->bytes = malloc(len ? len : 1);
@@ -388,9 +442,107 @@ static void equivocating_broadcast(struct sim_replica *r, const uint8_t *bytes, 
     free(alt);
 }
 
+/* A lying new primary: the same NEW-VIEW, but every re-proposal a null batch
+ * (validly signed by it). Backups that recompute O from V must refuse it. */
+static bool lie_new_view(struct sim_replica *r, const struct msg *m, struct msg_buf *out)
+{
+    struct msg_signer signer = msg_signer_keypair(&r->kp);
+    struct msg_buf body, pp;
+    msg_buf_init(&body);
+    msg_buf_init(&pp);
+    bool ok = msg_put_u64(&body, m->u.new_view.view) && msg_put_u32(&body, m->u.new_view.nvc) &&
+              msg_put(&body, m->u.new_view.vcs, m->u.new_view.vcs_len) &&
+              msg_put_u64(&body, m->u.new_view.min_seq) && msg_put_u32(&body, m->u.new_view.nprops);
+    struct msg_iter it;
+    struct msg_nv_prop prop;
+    struct msg_batch empty = {0};
+    msg_nv_prop_iter(m, &it);
+    while (ok && msg_nv_prop_next(&it, &prop)) {
+        msg_buf_reset(&pp);
+        ok = msg_encode_pre_prepare(&pp, r->id, m->u.new_view.view, prop.seq, &empty, &signer) ==
+                 TALLY_OK &&
+             msg_put_u64(&body, prop.seq) && msg_put_u32(&body, 0) &&
+             msg_put(&body, pp.data + pp.len - TC_SIG_BYTES, TC_SIG_BYTES);
+    }
+    msg_buf_reset(out);
+    ok = ok && msg_encode_body(out, MSG_NEW_VIEW, r->id, body.data, body.len, &signer) == TALLY_OK;
+    msg_buf_free(&body);
+    msg_buf_free(&pp);
+    return ok;
+}
+
+/* A fabricating replica: its VIEW-CHANGE claims one more prepared batch, with
+ * 2f "prepare signatures" it made up. Everyone must refuse that VIEW-CHANGE. */
+static bool fabricate_view_change(struct sim_replica *r, const struct msg *m, struct msg_buf *out)
+{
+    struct sim *s = r->sim;
+    struct msg_signer signer = msg_signer_keypair(&r->kp);
+    const typeof(m->u.view_change) *v = &m->u.view_change;
+    uint64_t last = v->stable;
+    struct msg_iter it;
+    struct msg_vc_entry e;
+    msg_vc_iter(m, &it);
+    while (msg_vc_next(&it, &e))
+        last = e.seq;
+    if (last + 1 > v->stable + s->cfg.window)
+        return false;
+    struct msg_buf body;
+    msg_buf_init(&body);
+    uint8_t tx[LEDGER_TX_BYTES];
+    memcpy(tx, s->cl[0].tx, sizeof(tx));
+    tx[100] ^= 0x5A; /* a transaction nobody signed */
+    struct msg_batch b = {.count = 1, .tx_bytes = tx};
+    tc_hash d;
+    msg_batch_digest(&b, &d);
+    bool ok = msg_put_u64(&body, v->new_view) && msg_put_u64(&body, v->stable) &&
+              msg_put_u32(&body, v->cert_len) && msg_put(&body, v->cert, v->cert_len) &&
+              msg_put_u32(&body, v->nentries + 1) && msg_put(&body, v->entries, v->entries_len) &&
+              msg_put_u64(&body, v->new_view - 1) && msg_put_u64(&body, last + 1) &&
+              msg_put(&body, d.b, TC_HASH_BYTES) && msg_put_u32(&body, 1) &&
+              msg_put(&body, tx, sizeof(tx)) && msg_put_u32(&body, 2 * s->f);
+    uint32_t primary = (uint32_t)((v->new_view - 1) % s->n);
+    for (uint32_t i = 0, k = 0; i < s->n && k < 2 * s->f && ok; i++) {
+        if (i == primary)
+            continue;
+        tc_sig fake;
+        for (size_t x = 0; x < TC_SIG_BYTES; x++)
+            fake.b[x] = (uint8_t)rnd(s, 256);
+        ok = msg_put_u16(&body, (uint16_t)i) && msg_put(&body, fake.b, TC_SIG_BYTES);
+        k++;
+    }
+    msg_buf_reset(out);
+    ok = ok &&
+         msg_encode_body(out, MSG_VIEW_CHANGE, r->id, body.data, body.len, &signer) == TALLY_OK;
+    msg_buf_free(&body);
+    return ok;
+}
+
+static void io_send_plain(struct sim_replica *r, int to, const uint8_t *bytes, size_t len);
+
 static void io_send(void *ctx, int to, const uint8_t *bytes, size_t len)
 {
     struct sim_replica *r = ctx;
+    struct sim *s = r->sim;
+    bool nv = s->sc->lying_new_primary == (int)r->id && len > 4 && bytes[4] == MSG_NEW_VIEW;
+    bool vc = s->sc->fabricating_replica == (int)r->id && len > 4 && bytes[4] == MSG_VIEW_CHANGE;
+    if (nv || vc) {
+        struct msg m;
+        struct tally_err err = {0};
+        struct msg_buf lie;
+        msg_buf_init(&lie);
+        if (msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) == TALLY_OK &&
+            (nv ? lie_new_view(r, &m, &lie) : fabricate_view_change(r, &m, &lie))) {
+            io_send_plain(r, to, lie.data, lie.len);
+            msg_buf_free(&lie);
+            return;
+        }
+        msg_buf_free(&lie);
+    }
+    io_send_plain(r, to, bytes, len);
+}
+
+static void io_send_plain(struct sim_replica *r, int to, const uint8_t *bytes, size_t len)
+{
     struct sim *s = r->sim;
     if (to == PBFT_BROADCAST) {
         if (s->sc->equivocating_primary && r->id == 0 && len > 4 && bytes[4] == MSG_PRE_PREPARE) {
@@ -462,7 +614,115 @@ static void check_executed(struct sim *s, struct sim_replica *r, uint64_t seq)
                   (unsigned long long)(r->id), (unsigned long long)(seq));
 }
 
-static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch)
+/* The model state digest: SHA-256 over the accounts in creation order
+ * (the same on every replica: the genesis creates them all). */
+static void model_state_digest(const struct sim_ledger *l, tc_hash *out)
+{
+    tc_sha256((const uint8_t *)l->acct, (size_t)l->nacct * sizeof(l->acct[0]), out);
+}
+
+/* Apply one batch as block seq = height + 1: results, chained head, block. */
+static bool model_apply(struct sim_ledger *l, uint64_t seq, const struct msg_batch *batch,
+                        uint8_t *results)
+{
+    if (!grow((void **)&l->heads, &l->caph, seq + 1, sizeof(tc_hash)) ||
+        !grow((void **)&l->digests, &l->capd, seq + 1, sizeof(tc_hash)) ||
+        !grow((void **)&l->blocks, &l->capb, seq + 1, sizeof(*l->blocks)) ||
+        !grow((void **)&l->txs, &l->captx, l->ntx + batch->count, sizeof(*l->txs)))
+        return false;
+    size_t bytes = (size_t)batch->count * LEDGER_TX_BYTES;
+    uint8_t *copy = malloc(bytes ? bytes : 1);
+    if (copy == NULL)
+        return false;
+    if (bytes)
+        memcpy(copy, batch->tx_bytes, bytes);
+    l->blocks[seq] = (struct sim_block){.count = batch->count, .txs = copy};
+    for (uint32_t i = 0; i < batch->count; i++) {
+        const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+        tc_hash h;
+        ledger_tx_hash_bytes(tx, &h);
+        results[i] = apply_tx(l, tx, &h);
+        l->txs[l->ntx].hash = h;
+        l->txs[l->ntx].height = seq;
+        l->txs[l->ntx].result = results[i];
+        l->ntx++;
+    }
+    /* The chained head: H(h) = SHA-256(H(h-1) || batch digest || results). */
+    tc_hash digest;
+    msg_batch_digest(batch, &digest);
+    uint8_t pre[2 * TC_HASH_BYTES];
+    memcpy(pre, l->heads[seq - 1].b, TC_HASH_BYTES);
+    memcpy(pre + TC_HASH_BYTES, digest.b, TC_HASH_BYTES);
+    tc_sha256_2(pre, sizeof(pre), results, batch->count, &l->heads[seq]);
+    l->digests[seq] = digest;
+    l->height = seq;
+    return true;
+}
+
+static void model_free(struct sim_ledger *l)
+{
+    for (uint64_t h = 1; h <= l->height && l->blocks != NULL; h++)
+        free(l->blocks[h].txs);
+    free(l->blocks);
+    free(l->txs);
+    free(l->heads);
+    free(l->digests);
+    memset(l, 0, sizeof(*l));
+}
+
+static bool model_copy(struct sim_ledger *dst, const struct sim_ledger *src)
+{
+    *dst = *src;
+    dst->txs = NULL;
+    dst->heads = dst->digests = NULL;
+    dst->blocks = NULL;
+    dst->captx = dst->caph = dst->capd = dst->capb = 0;
+    uint64_t n = src->height + 1;
+    if (!grow((void **)&dst->heads, &dst->caph, n + 1, sizeof(tc_hash)) ||
+        !grow((void **)&dst->digests, &dst->capd, n + 1, sizeof(tc_hash)) ||
+        !grow((void **)&dst->blocks, &dst->capb, n + 1, sizeof(*dst->blocks)) ||
+        !grow((void **)&dst->txs, &dst->captx, src->ntx + 1, sizeof(*dst->txs))) {
+        dst->height = 0;
+        model_free(dst);
+        return false;
+    }
+    memcpy(dst->heads, src->heads, n * sizeof(tc_hash));
+    memcpy(dst->digests, src->digests, n * sizeof(tc_hash));
+    memcpy(dst->txs, src->txs, src->ntx * sizeof(*src->txs));
+    memset(dst->blocks, 0, n * sizeof(*dst->blocks));
+    for (uint64_t h = 1; h <= src->height; h++) {
+        size_t bytes = (size_t)src->blocks[h].count * LEDGER_TX_BYTES;
+        dst->blocks[h].count = src->blocks[h].count;
+        dst->blocks[h].txs = malloc(bytes ? bytes : 1);
+        if (dst->blocks[h].txs == NULL) {
+            dst->height = h - 1;
+            model_free(dst);
+            return false;
+        }
+        if (bytes)
+            memcpy(dst->blocks[h].txs, src->blocks[h].txs, bytes);
+    }
+    return true;
+}
+
+/* No transaction executed OK twice among heights (from, l->height]. */
+static void check_no_double_ok(struct sim *s, const struct sim_replica *r, uint64_t from)
+{
+    const struct sim_ledger *l = &r->ledger;
+    for (size_t i = 0; i < l->ntx; i++) {
+        if (l->txs[i].height <= from || l->txs[i].result != LEDGER_RESULT_OK)
+            continue;
+        for (size_t k = 0; k < i; k++)
+            if (l->txs[k].result == LEDGER_RESULT_OK &&
+                memcmp(l->txs[k].hash.b, l->txs[i].hash.b, TC_HASH_BYTES) == 0)
+                violation(s, "replica %llu executed a tx OK twice (heights %llu, %llu)",
+                          (unsigned long long)(r->id), (unsigned long long)(l->txs[k].height),
+                          (unsigned long long)(l->txs[i].height));
+    }
+}
+
+static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
+                       struct pbft_exec_result *out)
 {
     struct sim_replica *r = ctx;
     struct sim *s = r->sim;
@@ -471,12 +731,6 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         violation(s, "replica %llu executed seq %llu after height %llu",
                   (unsigned long long)(r->id), (unsigned long long)(seq),
                   (unsigned long long)(l->height));
-        return;
-    }
-    if (!grow((void **)&l->heads, &l->caph, seq + 1, sizeof(tc_hash)) ||
-        !grow((void **)&l->digests, &l->capd, seq + 1, sizeof(tc_hash)) ||
-        !grow((void **)&l->txs, &l->captx, l->ntx + batch->count, sizeof(*l->txs))) {
-        s->oom = true;
         return;
     }
     uint8_t results[MSG_MAX_BATCH];
@@ -488,38 +742,23 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         s->oom = true;
         return;
     }
+    if (!model_apply(l, seq, batch, results)) {
+        free(entries);
+        free(owner);
+        s->oom = true;
+        return;
+    }
+    check_no_double_ok(s, r, seq - 1);
     for (uint32_t i = 0; i < batch->count; i++) {
         const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
-        tc_hash h;
-        ledger_tx_hash_bytes(tx, &h);
-        results[i] = apply_tx(l, tx, &h);
-        if (results[i] == LEDGER_RESULT_OK) {
-            for (size_t k = 0; k < l->ntx; k++)
-                if (l->txs[k].result == LEDGER_RESULT_OK &&
-                    memcmp(l->txs[k].hash.b, h.b, TC_HASH_BYTES) == 0)
-                    violation(s, "replica %llu executed a tx OK twice (heights %llu, %llu)",
-                              (unsigned long long)(r->id), (unsigned long long)(l->txs[k].height),
-                              (unsigned long long)(seq));
-        }
-        l->txs[l->ntx].hash = h;
-        l->txs[l->ntx].height = seq;
-        l->txs[l->ntx].result = results[i];
-        l->ntx++;
-        entries[i].tx_hash = h;
+        ledger_tx_hash_bytes(tx, &entries[i].tx_hash);
         entries[i].result = results[i];
         struct ledger_tx dtx;
         owner[i] =
             ledger_tx_decode(tx, LEDGER_TX_BYTES, &dtx) == TALLY_OK ? client_of(s, &dtx.from) : -1;
     }
-    /* The chained head: H(h) = SHA-256(H(h-1) || batch digest || results). */
-    tc_hash digest;
-    msg_batch_digest(batch, &digest);
-    uint8_t pre[2 * TC_HASH_BYTES];
-    memcpy(pre, l->heads[seq - 1].b, TC_HASH_BYTES);
-    memcpy(pre + TC_HASH_BYTES, digest.b, TC_HASH_BYTES);
-    tc_sha256_2(pre, sizeof(pre), results, batch->count, &l->heads[seq]);
-    l->digests[seq] = digest;
-    l->height = seq;
+    out->block_hash = l->heads[seq];
+    model_state_digest(l, &out->state_digest);
     if (seq > s->res->executed_max)
         s->res->executed_max = seq;
     check_executed(s, r, seq);
@@ -538,12 +777,180 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
     free(owner);
 }
 
+/* --- state transfer (the shell's part) ------------------------------------------ */
+
+/* Chunk: u32 cert length, certificate (ledger/cert.h), u64 from, u32 blocks,
+ * then per block u32 count and count transactions: the blocks from `from` up
+ * to the certified height. */
+static bool put_bytes(struct msg_buf *b, const void *p, size_t n)
+{
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap - b->len < n)
+            cap *= 2;
+        uint8_t *d = realloc(b->data, cap);
+        if (d == NULL)
+            return false;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
+static bool put_u32le(struct msg_buf *b, uint32_t v)
+{
+    uint8_t x[4];
+    ledger_put_u32(x, v);
+    return put_bytes(b, x, 4);
+}
+
+static int io_state_read(void *ctx, uint64_t from, uint64_t to, struct msg_buf *out)
+{
+    (void)to;
+    struct sim_replica *r = ctx;
+    struct sim *s = r->sim;
+    const struct ledger_cert *c = NULL;
+    for (size_t i = 0; i < r->ncerts && c == NULL; i++)
+        if (r->certs[i].ck.height >= from)
+            c = &r->certs[i];
+    if (c == NULL || c->ck.height > r->ledger.height)
+        return TALLY_ENOTFOUND;
+    struct ledger_cert cert = *c;
+    bool lie = s->sc->lying_state_server == (int)r->id;
+    uint64_t how = lie ? rnd(s, 3) : 0;
+    if (lie && how == 0)
+        cert.sigs[0].sig.b[5] ^= 0x40; /* a forged certificate */
+    uint8_t cb[LEDGER_CERT_MAX_BYTES];
+    size_t clen = ledger_cert_encode(&cert, cb);
+    uint8_t f8[8];
+    ledger_put_u64(f8, from);
+    uint64_t n = cert.ck.height - from + 1;
+    bool ok = put_u32le(out, (uint32_t)clen) && put_bytes(out, cb, clen) && put_bytes(out, f8, 8) &&
+              put_u32le(out, (uint32_t)n);
+    bool lied = false;
+    for (uint64_t h = from; h <= cert.ck.height && ok; h++) {
+        const struct sim_block *b = &r->ledger.blocks[h];
+        uint32_t count = b->count;
+        if (lie && how >= 1 && !lied && count >= 1) {
+            lied = true;
+            if (how == 1 && count >= 2) { /* reordered transactions */
+                ok = put_u32le(out, count);
+                for (uint32_t i = count; i-- > 0 && ok;)
+                    ok = put_bytes(out, b->txs + (size_t)i * LEDGER_TX_BYTES, LEDGER_TX_BYTES);
+            } else { /* a withheld transaction */
+                ok = put_u32le(out, count - 1) &&
+                     put_bytes(out, b->txs, (size_t)(count - 1) * LEDGER_TX_BYTES);
+            }
+            continue;
+        }
+        ok = put_u32le(out, count) && put_bytes(out, b->txs, (size_t)count * LEDGER_TX_BYTES);
+    }
+    return ok ? TALLY_OK : TALLY_ENOMEM;
+}
+
+struct sim_reader {
+    const uint8_t *p;
+    size_t len, off;
+};
+
+static const uint8_t *take(struct sim_reader *rd, size_t n)
+{
+    if (n > rd->len - rd->off)
+        return NULL;
+    const uint8_t *at = rd->p + rd->off;
+    rd->off += n;
+    return at;
+}
+
+static int io_state_install(void *ctx, const uint8_t *chunk, size_t len,
+                            struct pbft_install_result *out)
+{
+    struct sim_replica *r = ctx;
+    struct sim *s = r->sim;
+    struct sim_reader rd = {.p = chunk, .len = len};
+    const uint8_t *x = take(&rd, 4);
+    if (x == NULL)
+        return TALLY_ETRUNC;
+    uint32_t clen = ledger_get_u32(x);
+    if (clen > LEDGER_CERT_MAX_BYTES || (x = take(&rd, clen)) == NULL)
+        return TALLY_EFORMAT;
+    struct ledger_cert cert;
+    struct tally_err err = {0};
+    if (ledger_cert_decode(x, clen, &cert, &err) != TALLY_OK)
+        return TALLY_EFORMAT;
+    if (ledger_cert_verify(&cert, &s->chain_id, s->cfg.replica_keys, s->n, 2 * s->f + 1, &err) !=
+        TALLY_OK)
+        return TALLY_EBADSIG;
+    const uint8_t *f8 = take(&rd, 8), *n4 = take(&rd, 4);
+    if (f8 == NULL || n4 == NULL)
+        return TALLY_ETRUNC;
+    uint64_t from = ledger_get_u64(f8), n = ledger_get_u32(n4);
+    uint64_t old = r->ledger.height;
+    if (from != old + 1 || n == 0 || cert.ck.height != from + n - 1)
+        return TALLY_EFORMAT;
+    /* Verify before believing: apply to a copy, compare with the certificate. */
+    struct sim_ledger copy;
+    if (!model_copy(&copy, &r->ledger)) {
+        s->oom = true;
+        return TALLY_ENOMEM;
+    }
+    int rc = TALLY_OK;
+    uint8_t results[MSG_MAX_BATCH];
+    for (uint64_t h = from; h < from + n && rc == TALLY_OK; h++) {
+        const uint8_t *c4 = take(&rd, 4);
+        uint32_t count = c4 ? ledger_get_u32(c4) : 0;
+        const uint8_t *txs = NULL;
+        if (c4 == NULL || count > MSG_MAX_BATCH ||
+            (txs = take(&rd, (size_t)count * LEDGER_TX_BYTES)) == NULL)
+            rc = TALLY_EFORMAT;
+        struct msg_batch b = {.count = count, .tx_bytes = txs};
+        if (rc == TALLY_OK && !model_apply(&copy, h, &b, results))
+            rc = TALLY_ENOMEM;
+    }
+    tc_hash sd;
+    model_state_digest(&copy, &sd);
+    if (rc == TALLY_OK &&
+        (rd.off != rd.len ||
+         memcmp(copy.heads[cert.ck.height].b, cert.ck.block_hash.b, TC_HASH_BYTES) != 0 ||
+         memcmp(sd.b, cert.ck.state_digest.b, TC_HASH_BYTES) != 0))
+        rc = TALLY_EMISMATCH;
+    if (rc != TALLY_OK) {
+        model_free(&copy);
+        s->res->bad_chunks++;
+        return rc;
+    }
+    model_free(&r->ledger);
+    r->ledger = copy;
+    if (store_cert(r, &cert) != TALLY_OK) {
+        s->oom = true;
+        return TALLY_ENOMEM;
+    }
+    for (uint64_t h = from; h <= cert.ck.height; h++)
+        check_executed(s, r, h);
+    check_no_double_ok(s, r, old);
+    if (cert.ck.height > s->res->executed_max)
+        s->res->executed_max = cert.ck.height;
+    s->res->state_chunks++;
+    out->height = cert.ck.height;
+    out->certified = true;
+    out->ck = cert.ck;
+    out->cert = cert;
+    return TALLY_OK;
+}
+
 /* --- replicas: delivery ---------------------------------------------------------- */
 
 static struct pbft *replica_core(struct sim *s, struct sim_replica *r)
 {
-    struct pbft_io io = {
-        .ctx = r, .sign = io_sign, .persist = io_persist, .send = io_send, .execute = io_execute};
+    struct pbft_io io = {.ctx = r,
+                         .sign = io_sign,
+                         .persist = io_persist,
+                         .send = io_send,
+                         .execute = io_execute,
+                         .state_read = io_state_read,
+                         .state_install = io_state_install};
     struct pbft_config cfg = s->cfg;
     cfg.id = r->id;
     return pbft_create(&cfg, &io, r->ledger.height);
@@ -557,6 +964,9 @@ static void deliver_request(struct sim *s, struct sim_replica *r, const struct m
         if (ledger_tx_decode(bytes, LEDGER_TX_BYTES, &tx) != TALLY_OK ||
             ledger_tx_verify(&tx) != TALLY_OK)
             continue; /* the shell verifies client signatures */
+        if (s->sc->censor_client0 && r->id == 0 && s->sc->clients > 0 &&
+            memcmp(tx.from.b, s->cl[0].kp.pk.b, TC_PUBKEY_BYTES) == 0)
+            continue; /* the censoring primary never hears of client 0 */
         tc_hash h;
         ledger_tx_hash_bytes(bytes, &h);
         const struct sim_txrec *done = ledger_find(&r->ledger, &h);
@@ -585,6 +995,14 @@ static void deliver_replica(struct sim *s, struct sim_replica *r, const uint8_t 
     }
     if (m.sender >= s->n || msg_verify(&m, &s->rep[m.sender].kp.pk) != TALLY_OK)
         return; /* the shell drops what it cannot verify */
+    if (m.type == MSG_CHECKPOINT) {
+        struct ledger_ckpt ck = {.height = m.u.checkpoint.seq,
+                                 .block_hash = m.u.checkpoint.block_hash,
+                                 .state_digest = m.u.checkpoint.state_digest};
+        if (ledger_ckpt_verify(&s->rep[m.sender].kp.pk, &s->chain_id, &ck,
+                               &m.u.checkpoint.statement_sig) != TALLY_OK)
+            return;
+    }
     pbft_on_message(r->core, &m, s->now);
 }
 
@@ -616,7 +1034,7 @@ static void client_submit(struct sim *s, struct sim_client *c)
         s->oom = true;
         return;
     }
-    net_send(s, s->n + c->idx, 0 /* the primary of view 0 */, s->buf.data, s->buf.len);
+    net_send(s, s->n + c->idx, (uint32_t)(c->view % s->n), s->buf.data, s->buf.len);
     ev_push(s, (struct sim_event){.t = s->now + SIM_CLIENT_TIMEOUT_MS,
                                   .kind = EV_CLIENT,
                                   .to = s->n + c->idx,
@@ -698,6 +1116,8 @@ static void deliver_client(struct sim *s, struct sim_client *c, const uint8_t *b
     if (msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK || m.type != MSG_REPLY ||
         m.sender >= s->n || msg_verify(&m, &s->rep[m.sender].kp.pk) != TALLY_OK)
         return;
+    if (m.u.reply.view > c->view)
+        c->view = m.u.reply.view;
     if (!c->waiting)
         return;
     for (uint32_t i = 0; i < m.u.reply.count; i++) {
@@ -734,10 +1154,18 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
         s->oom = true;
         return;
     }
+    if (r->ncerts > 0) {
+        const struct ledger_cert *c = &r->certs[r->ncerts - 1];
+        struct pbft_persist rec = {.kind = PBFT_PERSIST_CHECKPOINT, .seq = c->ck.height, .cert = c};
+        if (pbft_restore(r->core, &rec) != TALLY_OK)
+            violation(s, "replica %u could not restore its stable checkpoint", r->id);
+    }
     for (size_t i = 0; i < r->nrecs; i++) {
         struct pbft_persist rec = r->recs[i].rec;
         if (rec.kind == PBFT_PERSIST_PREPREPARE)
             rec.batch = &r->recs[i].batch;
+        if (rec.kind == PBFT_PERSIST_COMMIT && rec.prepare_from != 0)
+            rec.prepare_sigs = r->recs[i].sigs;
         if (pbft_restore(r->core, &rec) != TALLY_OK)
             violation(s, "replica %llu could not restore record %llu", (unsigned long long)(r->id),
                       (unsigned long long)(i));
@@ -771,6 +1199,28 @@ static void check_invariants(struct sim *s)
         else if (memcmp(s->ref[h].digest.b, r->ledger.digests[h].b, TC_HASH_BYTES) != 0 ||
                  memcmp(s->ref[h].head.b, r->ledger.heads[h].b, TC_HASH_BYTES) != 0)
             violation(s, "replica %u diverges at height %llu", j, (unsigned long long)h);
+    }
+}
+
+/* Protocol memory and durable log records, at their highest. */
+static void observe_memory(struct sim *s)
+{
+    for (uint32_t j = 0; j < s->n; j++) {
+        struct sim_replica *r = &s->rep[j];
+        if (r->down)
+            continue;
+        struct pbft_status st;
+        pbft_get_status(r->core, &st);
+        if (st.log_slots_used > s->res->max_log_slots)
+            s->res->max_log_slots = st.log_slots_used;
+        if (st.checkpoint_votes > s->res->max_ckpt_votes)
+            s->res->max_ckpt_votes = st.checkpoint_votes;
+        if (r->nrecs > s->res->max_recs)
+            s->res->max_recs = r->nrecs;
+        if (st.checkpoints_stable > s->res->stable_count)
+            s->res->stable_count = st.checkpoints_stable;
+        if (!r->byzantine && st.view_active && st.view > s->res->max_view)
+            s->res->max_view = st.view;
     }
 }
 
@@ -816,6 +1266,9 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
     cfg->request_timeout_ms = 1000;
     cfg->retransmit_ms = 100;
     cfg->test_quorum_override = sc->quorum_override;
+    cfg->test_skip_new_view_check = sc->skip_new_view_check;
+    tc_sha256((const uint8_t *)"sim-chain", 9, &s->chain_id);
+    cfg->chain_id = s->chain_id;
     for (uint32_t j = 0; j < s->n; j++) {
         seed_key("replica", j, &s->rep[j].kp);
         cfg->replica_keys[j] = s->rep[j].kp.pk;
@@ -828,7 +1281,9 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         struct sim_replica *r = &s->rep[j];
         r->sim = s;
         r->id = j;
-        r->byzantine = sc->equivocating_primary && j == 0;
+        r->byzantine = (sc->equivocating_primary && j == 0) || (int)j == sc->lying_state_server ||
+                       (sc->censor_client0 && j == 0) || (int)j == sc->lying_new_primary ||
+                       (int)j == sc->fabricating_replica;
         r->down = (int)j == sc->crashed_replica;
         struct sim_ledger *l = &r->ledger;
         if (!grow((void **)&l->heads, &l->caph, 64, sizeof(tc_hash)) ||
@@ -891,6 +1346,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         }
         free(ev.bytes);
         check_invariants(s);
+        observe_memory(s);
         if (all_done(s))
             break;
     }
@@ -920,9 +1376,8 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         struct sim_replica *r = &s->rep[j];
         pbft_destroy(r->core);
         tc_keypair_free(&r->kp);
-        free(r->ledger.txs);
-        free(r->ledger.heads);
-        free(r->ledger.digests);
+        model_free(&r->ledger);
+        free(r->certs);
         for (size_t i = 0; i < r->nrecs; i++)
             free(r->recs[i].bytes);
         free(r->recs);

@@ -33,7 +33,15 @@ struct sim_scenario {
     int restart_replica; /* crashes at restart_down_ms, restores at restart_up_ms; -1 */
     uint64_t restart_down_ms, restart_up_ms;
     bool equivocating_primary; /* replica 0 sends different batches to different backups */
-    uint32_t quorum_override;  /* pbft_config.test_quorum_override */
+    int partition_replica;     /* cut off from everyone in [from, to) ms; -1: none */
+    uint64_t partition_from_ms, partition_to_ms;
+    int lying_state_server; /* serves forged certificates or blocks in state transfer; -1 */
+    /* Issue 5: Byzantine behaviour around view changes. */
+    bool censor_client0;      /* replica 0 never proposes client 0's requests */
+    int lying_new_primary;    /* its NEW-VIEW re-proposes null batches only; -1 */
+    int fabricating_replica;  /* its VIEW-CHANGE claims a prepared batch nobody prepared; -1 */
+    bool skip_new_view_check; /* pbft_config.test_skip_new_view_check */
+    uint32_t quorum_override; /* pbft_config.test_quorum_override */
     bool expect_liveness;
     uint64_t time_limit_ms;
 };
@@ -44,6 +52,9 @@ struct sim_result {
     char what[512]; /* the first violation, or why liveness failed */
     uint64_t end_ms, events, delivered, executed_max;
     uint64_t receipts;
+    uint64_t state_chunks, bad_chunks; /* state transfer: installed, rejected */
+    uint64_t max_log_slots, max_ckpt_votes, max_recs, stable_count;
+    uint64_t max_view; /* the highest view a correct replica installed */
 };
 
 /* Run one seed. Returns 0, or -1 when the fixture itself failed (no memory). */

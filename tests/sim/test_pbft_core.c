@@ -75,8 +75,10 @@ static void h_send(void *ctx, int to, const uint8_t *bytes, size_t len)
     assert_int_equal(msg_verify(&s->m, &h->keys[s->m.sender].pk), TALLY_OK);
 }
 
-static void h_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch)
+static void h_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
+                      struct pbft_exec_result *out)
 {
+    memset(out, 0, sizeof(*out));
     struct harness *h = ctx;
     assert_true(view == 0);
     h->executed[h->nexecuted] = seq;
@@ -287,7 +289,10 @@ static void test_drops_are_counted(void **state)
     assert_int_equal(h.nsent, 1);
     h_pre_prepare(&h, 0, 0, 1, 0, 1, NULL); /* duplicate */
     h_pre_prepare(&h, 0, 0, 1, 1, 1, NULL); /* a different digest for (v, n) */
-    assert_int_equal(h.nsent, 1);
+    /* ... is proof against the primary: the backup says it suspects it. */
+    assert_int_equal(h.nsent, 2);
+    assert_int_equal(h.sent[1].m.type, MSG_STATUS_ACTIVE);
+    assert_true(h.sent[1].m.u.status_active.suspect == 1);
     assert_true(dropped(&h) == before + 7);
 
     tc_hash other;
@@ -462,7 +467,7 @@ static void test_status_retransmission(void **state)
     assert_int_equal(h.nexecuted, 1);
     size_t before = h.nsent;
     struct msg_signer signer = msg_signer_keypair(&h.keys[3]);
-    assert_int_equal(msg_encode_status_active(&h.buf, 3, 0, 0, &signer), TALLY_OK);
+    assert_int_equal(msg_encode_status_active(&h.buf, 3, 0, 0, 0, 0, 1, &signer), TALLY_OK);
     h_deliver(&h);
     assert_int_equal(h.nsent, before + 3);
     assert_int_equal(h.sent[before].to, 3);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -31,10 +32,18 @@ static double seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Totals over the seeds of one scenario. */
+struct seed_totals {
+    uint64_t state_chunks, bad_chunks, max_log_slots, max_ckpt_votes, max_recs, min_stable;
+};
+
 /* Runs the scenario over its seeds; every seed must be safe (and live when
  * the scenario expects it). */
-static void run_seeds(const struct sim_scenario *sc, uint64_t divisor)
+static void run_seeds_totals(const struct sim_scenario *sc, uint64_t divisor,
+                             struct seed_totals *tot)
 {
+    memset(tot, 0, sizeof(*tot));
+    tot->min_stable = UINT64_MAX;
     uint64_t first = 1, count = sim_seed_count(divisor), replay;
     if (sim_replay_seed(&replay)) {
         first = replay;
@@ -49,6 +58,16 @@ static void run_seeds(const struct sim_scenario *sc, uint64_t divisor)
         delivered += res.delivered;
         virt += res.end_ms;
         executed += res.executed_max;
+        tot->state_chunks += res.state_chunks;
+        tot->bad_chunks += res.bad_chunks;
+        if (res.max_log_slots > tot->max_log_slots)
+            tot->max_log_slots = res.max_log_slots;
+        if (res.max_ckpt_votes > tot->max_ckpt_votes)
+            tot->max_ckpt_votes = res.max_ckpt_votes;
+        if (res.max_recs > tot->max_recs)
+            tot->max_recs = res.max_recs;
+        if (res.stable_count < tot->min_stable)
+            tot->min_stable = res.stable_count;
         bool bad = res.violation || (sc->expect_liveness && !res.live);
         if (bad) {
             printf("# FAILED seed=%llu scenario=%s: %s\n", (unsigned long long)seed, sc->name,
@@ -61,7 +80,16 @@ static void run_seeds(const struct sim_scenario *sc, uint64_t divisor)
            sc->name, (unsigned long long)count, (unsigned long long)events,
            (unsigned long long)delivered, (unsigned long long)virt, (unsigned long long)executed,
            (unsigned long long)failed, seconds() - t0);
+    if (tot->state_chunks + tot->bad_chunks > 0)
+        printf("# scenario=%s state chunks installed=%llu rejected=%llu\n", sc->name,
+               (unsigned long long)tot->state_chunks, (unsigned long long)tot->bad_chunks);
     assert_int_equal(failed, 0);
+}
+
+static void run_seeds(const struct sim_scenario *sc, uint64_t divisor)
+{
+    struct seed_totals tot;
+    run_seeds_totals(sc, divisor, &tot);
 }
 
 static void test_f1_lossy(void **state)
@@ -76,6 +104,10 @@ static void test_f1_lossy(void **state)
                               .delay_min_ms = 1,
                               .delay_max_ms = 30,
                               .crashed_replica = -1,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
                               .restart_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 60000};
@@ -94,6 +126,10 @@ static void test_f2_lossy(void **state)
                               .delay_min_ms = 1,
                               .delay_max_ms = 30,
                               .crashed_replica = -1,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
                               .restart_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 60000};
@@ -112,6 +148,10 @@ static void test_crashed_backup(void **state)
                               .delay_min_ms = 1,
                               .delay_max_ms = 30,
                               .crashed_replica = 3,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
                               .restart_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 60000};
@@ -130,6 +170,10 @@ static void test_restart(void **state)
                               .delay_min_ms = 1,
                               .delay_max_ms = 30,
                               .crashed_replica = -1,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
                               .restart_replica = 2,
                               .restart_down_ms = 150,
                               .restart_up_ms = 450,
@@ -150,6 +194,10 @@ static void test_restart_primary(void **state)
                               .delay_min_ms = 1,
                               .delay_max_ms = 30,
                               .crashed_replica = -1,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
                               .restart_replica = 0,
                               .restart_down_ms = 150,
                               .restart_up_ms = 300,
@@ -169,11 +217,16 @@ static struct sim_scenario equivocation(const char *name, uint32_t f, uint32_t o
                               .delay_min_ms = 1,
                               .delay_max_ms = 30,
                               .crashed_replica = -1,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
                               .restart_replica = -1,
                               .equivocating_primary = true,
                               .quorum_override = override,
-                              .expect_liveness = false, /* no view change yet */
-                              .time_limit_ms = 1500};
+                              /* the view change replaces it (issue 5) */
+                              .expect_liveness = override == 0,
+                              .time_limit_ms = override == 0 ? 60000 : 1500};
     return sc;
 }
 
@@ -181,9 +234,9 @@ static void test_equivocating_primary(void **state)
 {
     (void)state;
     struct sim_scenario sc = equivocation("f1-equivocating-primary", 1, 0);
-    run_seeds(&sc, 5);
+    run_seeds(&sc, 1);
     sc = equivocation("f2-equivocating-primary", 2, 0);
-    run_seeds(&sc, 20);
+    run_seeds(&sc, 5);
 }
 
 /* Runs an equivocation scenario with a broken quorum until the checker
@@ -191,8 +244,8 @@ static void test_equivocating_primary(void **state)
 static uint64_t seeds_until_detected(const struct sim_scenario *sc)
 {
     uint64_t count = sim_seed_count(5), seed;
-    if (count < 50)
-        count = 50; /* it stops at the first detection: cheap */
+    if (count < 200)
+        count = 200; /* it stops at the first detection: cheap */
     uint64_t first = sim_replay_seed(&seed) ? seed : 1;
     for (seed = first; seed < first + count; seed++) {
         struct sim_result res;
@@ -221,6 +274,226 @@ static void test_broken_quorum_is_detected(void **state)
     assert_true(seeds_until_detected(&sc) > 0);
 }
 
+/* Issue 4: a replica cut off (or down) for several checkpoint intervals
+ * rejoins by state transfer and converges; with a replica serving forged
+ * certificates or blocks it still converges from the honest ones. */
+static struct sim_scenario lagging(const char *name, uint32_t f, int partition, int restart,
+                                   int liar)
+{
+    struct sim_scenario sc = {.name = name,
+                              .f = f,
+                              .clients = 4,
+                              .requests_per_client = 20,
+                              .loss_permille = 20,
+                              .dup_permille = 20,
+                              .delay_min_ms = 1,
+                              .delay_max_ms = 30,
+                              .crashed_replica = -1,
+                              .restart_replica = restart,
+                              .restart_down_ms = 30,
+                              .restart_up_ms = 1500,
+                              .partition_replica = partition,
+                              .partition_from_ms = 30,
+                              .partition_to_ms = 1500,
+                              .lying_state_server = liar,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
+                              .expect_liveness = true,
+                              .time_limit_ms = 60000};
+    return sc;
+}
+
+static void test_partitioned_backup_catches_up(void **state)
+{
+    (void)state;
+    struct seed_totals tot;
+    struct sim_scenario sc = lagging("f1-partitioned-backup", 1, 3, -1, -1);
+    run_seeds_totals(&sc, 2, &tot);
+    assert_true(tot.state_chunks > 0); /* it did catch up by state transfer */
+    sc = lagging("f1-restarted-after-3-intervals", 1, -1, 2, -1);
+    run_seeds_totals(&sc, 2, &tot);
+    assert_true(tot.state_chunks > 0);
+    sc = lagging("f2-partitioned-backup", 2, 6, -1, -1);
+    run_seeds_totals(&sc, 5, &tot);
+    assert_true(tot.state_chunks > 0);
+}
+
+static void test_lying_state_server(void **state)
+{
+    (void)state;
+    struct seed_totals tot;
+    struct sim_scenario sc = lagging("f1-lying-state-server", 1, 3, -1, 1);
+    run_seeds_totals(&sc, 1, &tot);
+    assert_true(tot.state_chunks > 0);
+    assert_true(tot.bad_chunks > 0); /* the forgeries were offered and refused */
+    uint64_t bad = tot.bad_chunks;
+    sc = lagging("f2-lying-state-server", 2, 6, -1, 1);
+    run_seeds_totals(&sc, 5, &tot);
+    assert_true(tot.state_chunks > 0);
+    printf("# forged chunks refused: %llu (f = 1), %llu (f = 2)\n", (unsigned long long)bad,
+           (unsigned long long)tot.bad_chunks);
+}
+
+/* Protocol memory and durable log records stay bounded over 50+ checkpoints:
+ * log slots <= 2L, votes <= n x (L/K + 2), records <= 3 per seq of 2L. */
+static void test_memory_bounded(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = {.name = "f1-long-run",
+                              .f = 1,
+                              .clients = 8,
+                              .requests_per_client = 60,
+                              .loss_permille = 10,
+                              .dup_permille = 10,
+                              .delay_min_ms = 1,
+                              .delay_max_ms = 20,
+                              .crashed_replica = -1,
+                              .restart_replica = -1,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
+                              .expect_liveness = true,
+                              .time_limit_ms = 120000};
+    struct seed_totals tot;
+    run_seeds_totals(&sc, 50, &tot);
+    printf("# scenario=%s stable checkpoints >= %llu, max log slots %llu, max votes %llu, "
+           "max durable records %llu\n",
+           sc.name, (unsigned long long)tot.min_stable, (unsigned long long)tot.max_log_slots,
+           (unsigned long long)tot.max_ckpt_votes, (unsigned long long)tot.max_recs);
+    assert_true(tot.min_stable >= 50);
+    assert_true(tot.max_log_slots <= 2 * 16); /* window 16 in the simulator */
+    assert_true(tot.max_ckpt_votes <= 4 * (16 / 4 + 2));
+    assert_true(tot.max_recs <= 3 * 2 * 16 + 3);
+}
+
+/* Issue 5: view changes replace a faulty primary; Byzantine replicas around
+ * view changes. Every scenario has at most f faulty replicas (a partitioned
+ * replica is slow, not faulty) and must be safe and live. */
+static struct sim_scenario byz(const char *name, uint32_t f)
+{
+    struct sim_scenario sc = {.name = name,
+                              .f = f,
+                              .clients = 3,
+                              .requests_per_client = 10,
+                              .loss_permille = 20,
+                              .dup_permille = 20,
+                              .delay_min_ms = 1,
+                              .delay_max_ms = 30,
+                              .crashed_replica = -1,
+                              .restart_replica = -1,
+                              .partition_replica = -1,
+                              .lying_state_server = -1,
+                              .lying_new_primary = -1,
+                              .fabricating_replica = -1,
+                              .expect_liveness = true,
+                              .time_limit_ms = 120000};
+    return sc;
+}
+
+/* Runs a scenario and checks that a view change did happen in every seed. */
+static void run_view_changes(const struct sim_scenario *sc, uint64_t divisor)
+{
+    uint64_t count = sim_seed_count(divisor), seed, first = 1;
+    if (sim_replay_seed(&seed)) {
+        first = seed;
+        count = 1;
+    }
+    uint64_t without = 0;
+    for (seed = first; seed < first + count; seed++) {
+        struct sim_result res;
+        assert_int_equal(sim_run(sc, seed, &res), 0);
+        if (res.max_view == 0)
+            without++;
+    }
+    printf("# scenario=%s: %llu of %llu seeds ended without a view change\n", sc->name,
+           (unsigned long long)without, (unsigned long long)count);
+    struct seed_totals tot;
+    run_seeds_totals(sc, divisor, &tot);
+    assert_true(without < count);
+}
+
+static void test_silent_primary(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = byz("f1-silent-primary", 1);
+    sc.crashed_replica = 0;
+    run_view_changes(&sc, 1);
+    sc = byz("f2-silent-primary", 2);
+    sc.crashed_replica = 0;
+    run_view_changes(&sc, 5);
+    sc = byz("f1-primary-crashes-midway", 1);
+    sc.restart_replica = 0;
+    sc.restart_down_ms = 150;
+    sc.restart_up_ms = 4000;
+    run_seeds(&sc, 1);
+}
+
+static void test_censoring_primary(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = byz("f1-censoring-primary", 1);
+    sc.censor_client0 = true;
+    run_view_changes(&sc, 1);
+    sc = byz("f2-censoring-primary", 2);
+    sc.censor_client0 = true;
+    run_view_changes(&sc, 5);
+}
+
+/* The primary of view 1 lies in its NEW-VIEW; replica 0 is cut off meanwhile
+ * (slow, not faulty), which is what forces the view change. */
+static struct sim_scenario lying_new_primary(const char *name, uint32_t f, bool skip_check)
+{
+    struct sim_scenario sc = byz(name, f);
+    sc.partition_replica = 0;
+    sc.partition_from_ms = 100;
+    sc.partition_to_ms = 3000;
+    sc.lying_new_primary = 1;
+    sc.skip_new_view_check = skip_check;
+    return sc;
+}
+
+static void test_lying_new_primary(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = lying_new_primary("f1-lying-new-primary", 1, false);
+    run_view_changes(&sc, 1);
+    sc = lying_new_primary("f2-lying-new-primary", 2, false);
+    run_view_changes(&sc, 5);
+}
+
+static void test_fabricated_view_change(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = byz("f1-fabricated-view-change", 1);
+    sc.partition_replica = 0;
+    sc.partition_from_ms = 100;
+    sc.partition_to_ms = 3000;
+    sc.fabricating_replica = 3;
+    run_view_changes(&sc, 1);
+    sc = byz("f2-fabricated-view-change", 2);
+    sc.partition_replica = 0;
+    sc.partition_from_ms = 100;
+    sc.partition_to_ms = 3000;
+    sc.fabricating_replica = 6;
+    run_view_changes(&sc, 5);
+}
+
+/* Without the backups' check of NEW-VIEW, the lying new primary makes
+ * correct replicas execute different batches at one seq on some seed. */
+static void test_new_view_check_matters(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = lying_new_primary("f1-new-view-unchecked", 1, true);
+    /* Cut the primary off while batches are in flight and let it back soon
+     * after the view change, before a checkpoint covers what it missed. */
+    sc.clients = 6;
+    sc.partition_to_ms = 1300;
+    sc.expect_liveness = false;
+    sc.time_limit_ms = 20000;
+    assert_true(seeds_until_detected(&sc) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +504,14 @@ int main(void)
         cmocka_unit_test(test_restart_primary),
         cmocka_unit_test(test_equivocating_primary),
         cmocka_unit_test(test_broken_quorum_is_detected),
+        cmocka_unit_test(test_partitioned_backup_catches_up),
+        cmocka_unit_test(test_lying_state_server),
+        cmocka_unit_test(test_memory_bounded),
+        cmocka_unit_test(test_silent_primary),
+        cmocka_unit_test(test_censoring_primary),
+        cmocka_unit_test(test_lying_new_primary),
+        cmocka_unit_test(test_fabricated_view_change),
+        cmocka_unit_test(test_new_view_check_matters),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -255,7 +255,7 @@ static void test_query_and_status_round_trip(void **state)
     check_truncations(&b);
 
     msg_buf_reset(&b);
-    assert_int_equal(msg_encode_status_active(&b, 3, 2, 1234, &signer), TALLY_OK);
+    assert_int_equal(msg_encode_status_active(&b, 3, 2, 1234, 7, 0, 1, &signer), TALLY_OK);
     assert_int_equal(msg_decode(b.data, b.len, MAX_BODY, &m, &err), TALLY_OK);
     assert_int_equal(m.type, MSG_STATUS_ACTIVE);
     assert_true(m.u.status_active.view == 2 && m.u.status_active.last_executed == 1234);

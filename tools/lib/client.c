@@ -556,6 +556,386 @@ uint32_t client_status_all(struct client *c, uint64_t timeout_ms, char **json)
     return answered;
 }
 
+/* ---- streaming submission ------------------------------------------------ */
+
+#define STREAM_NONE UINT32_MAX
+
+/* One transaction in flight: its votes and its place in the FIFO of
+ * outstanding transactions, oldest (re)send first. */
+struct stream_slot {
+    size_t tx;
+    uint64_t sent_us, first_us;
+    uint32_t prev, next;
+    struct vote votes[CONFIG_MAX_REPLICAS];
+};
+
+struct client_stream {
+    struct client *c;
+    const struct ledger_tx *txs;
+    struct client_receipt *out;
+    size_t n, next, outstanding;
+    struct client_submit_opts o;
+    size_t mask;
+    size_t *table;     /* open addressing over all n: index + 1, 0 empty */
+    uint32_t *slot_of; /* per tx: its slot, STREAM_NONE when not in flight */
+    struct stream_slot *slots;
+    uint32_t *free_slots; /* stack */
+    size_t nfree;
+    uint32_t head, tail;
+    uint64_t ewma_us;
+    bool heard;
+    size_t *idx;
+    uint8_t *scratch;
+};
+
+static long stream_find(const struct client_stream *s, const tc_hash *h)
+{
+    for (size_t j = slot_of(h, s->mask);; j = (j + 1) & s->mask) {
+        size_t v = s->table[j];
+        if (v == 0)
+            return -1;
+        if (memcmp(s->out[v - 1].tx_hash.b, h->b, TC_HASH_BYTES) == 0)
+            return (long)(v - 1);
+    }
+}
+
+static void fifo_unlink(struct client_stream *s, uint32_t k)
+{
+    struct stream_slot *sl = &s->slots[k];
+    if (sl->prev != STREAM_NONE)
+        s->slots[sl->prev].next = sl->next;
+    else
+        s->head = sl->next;
+    if (sl->next != STREAM_NONE)
+        s->slots[sl->next].prev = sl->prev;
+    else
+        s->tail = sl->prev;
+    sl->prev = sl->next = STREAM_NONE;
+}
+
+static void fifo_push(struct client_stream *s, uint32_t k)
+{
+    struct stream_slot *sl = &s->slots[k];
+    sl->next = STREAM_NONE;
+    sl->prev = s->tail;
+    if (s->tail != STREAM_NONE)
+        s->slots[s->tail].next = k;
+    else
+        s->head = k;
+    s->tail = k;
+}
+
+int client_stream_open(struct client *c, const struct ledger_tx *txs, size_t n,
+                       const struct client_submit_opts *opts, struct client_receipt *out,
+                       struct client_stream **sp, struct tally_err *err)
+{
+    struct client_stream *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory");
+    s->c = c;
+    s->txs = txs;
+    s->out = out;
+    s->n = n;
+    if (opts != NULL)
+        s->o = *opts;
+    if (s->o.retry_ms == 0)
+        s->o.retry_ms = 1000;
+    if (s->o.max_outstanding == 0)
+        s->o.max_outstanding = 1024;
+    if (s->o.max_outstanding > STREAM_NONE - 1)
+        s->o.max_outstanding = STREAM_NONE - 1;
+    if (s->o.request_txs == 0)
+        s->o.request_txs = 256;
+    if (s->o.request_txs > MSG_MAX_BATCH)
+        s->o.request_txs = MSG_MAX_BATCH;
+    if (s->o.request_txs * LEDGER_TX_BYTES + 1024 > c->cfg->max_message_bytes)
+        s->o.request_txs = (c->cfg->max_message_bytes - 1024) / LEDGER_TX_BYTES;
+    s->head = s->tail = STREAM_NONE;
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    s->mask = cap - 1;
+    size_t m = s->o.max_outstanding;
+    s->table = calloc(cap, sizeof(*s->table));
+    s->slot_of = malloc((n > 0 ? n : 1) * sizeof(*s->slot_of));
+    s->slots = calloc(m, sizeof(*s->slots));
+    s->free_slots = malloc(m * sizeof(*s->free_slots));
+    s->idx = malloc(s->o.request_txs * sizeof(*s->idx));
+    s->scratch = malloc(s->o.request_txs * LEDGER_TX_BYTES);
+    if (s->table == NULL || s->slot_of == NULL || s->slots == NULL || s->free_slots == NULL ||
+        s->idx == NULL || s->scratch == NULL) {
+        client_stream_close(s);
+        return tally_errf(err, TALLY_ENOMEM, "out of memory (%zu transactions)", n);
+    }
+    for (size_t k = 0; k < m; k++)
+        s->free_slots[k] = (uint32_t)(m - 1 - k);
+    s->nfree = m;
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        ledger_tx_hash(&txs[i], &out[i].tx_hash);
+        s->slot_of[i] = STREAM_NONE;
+        size_t j = slot_of(&out[i].tx_hash, s->mask);
+        while (s->table[j] != 0)
+            j = (j + 1) & s->mask;
+        s->table[j] = i + 1;
+    }
+    *sp = s;
+    return 0;
+}
+
+void client_stream_close(struct client_stream *s)
+{
+    if (s == NULL)
+        return;
+    free(s->table);
+    free(s->slot_of);
+    free(s->slots);
+    free(s->free_slots);
+    free(s->idx);
+    free(s->scratch);
+    free(s);
+}
+
+size_t client_stream_send(struct client_stream *s, size_t want)
+{
+    size_t sent = 0;
+    uint64_t now = client_now_us();
+    while (sent < want && s->next < s->n && s->nfree > 0) {
+        size_t cnt = 0;
+        while (cnt < s->o.request_txs && sent < want && s->next < s->n && s->nfree > 0) {
+            uint32_t k = s->free_slots[--s->nfree];
+            struct stream_slot *sl = &s->slots[k];
+            memset(sl->votes, 0, sizeof(sl->votes));
+            sl->tx = s->next;
+            sl->sent_us = sl->first_us = now;
+            fifo_push(s, k);
+            s->slot_of[s->next] = k;
+            s->idx[cnt++] = s->next++;
+            s->outstanding++;
+            sent++;
+        }
+        send_request(s->c, s->txs, s->idx, cnt, s->scratch);
+    }
+    return sent;
+}
+
+/* A REPLY's entries: votes, and receipts for those reaching f+1. */
+static size_t stream_on_reply(struct client_stream *s, const struct msg *m, uint64_t now,
+                              size_t *done_idx, size_t ndone)
+{
+    uint32_t q = config_reply_quorum(s->c->cfg);
+    for (uint32_t e = 0; e < m->u.reply.count; e++) {
+        struct msg_reply_entry ent;
+        msg_reply_entry_get(m, e, &ent);
+        long i = stream_find(s, &ent.tx_hash);
+        if (i < 0 || s->slot_of[i] == STREAM_NONE)
+            continue;
+        uint32_t k = s->slot_of[i];
+        struct stream_slot *sl = &s->slots[k];
+        struct vote v = {.has = true,
+                         .height = m->u.reply.height,
+                         .block_hash = m->u.reply.block_hash,
+                         .result = ent.result};
+        sl->votes[m->sender] = v;
+        uint32_t match = 0;
+        for (uint32_t r = 0; r < s->c->n; r++)
+            if (sl->votes[r].has && sl->votes[r].height == v.height &&
+                sl->votes[r].result == v.result &&
+                memcmp(sl->votes[r].block_hash.b, v.block_hash.b, TC_HASH_BYTES) == 0)
+                match++;
+        if (match < q)
+            continue;
+        struct client_receipt *o = &s->out[i];
+        o->done = true;
+        o->height = v.height;
+        o->block_hash = v.block_hash;
+        o->result = v.result;
+        o->latency_us = now - sl->first_us;
+        s->ewma_us = s->ewma_us == 0 ? o->latency_us : (s->ewma_us * 7 + o->latency_us) / 8;
+        fifo_unlink(s, k);
+        s->slot_of[i] = STREAM_NONE;
+        s->free_slots[s->nfree++] = k;
+        s->outstanding--;
+        if (done_idx != NULL)
+            done_idx[ndone] = (size_t)i;
+        ndone++;
+    }
+    return ndone;
+}
+
+size_t client_stream_poll(struct client_stream *s, uint64_t timeout_us, size_t *done_idx)
+{
+    uint64_t now = client_now_us();
+    /* Re-send the overdue ones (the FIFO's head is the oldest send). Under
+     * load receipts take longer than the retry interval: wait for a few
+     * typical latencies. */
+    uint64_t retry_us = s->o.retry_ms * 1000u;
+    if (3 * s->ewma_us > retry_us)
+        retry_us = 3 * s->ewma_us;
+    size_t cnt = 0;
+    while (s->head != STREAM_NONE && now - s->slots[s->head].sent_us >= retry_us) {
+        uint32_t k = s->head;
+        fifo_unlink(s, k);
+        s->slots[k].sent_us = now;
+        fifo_push(s, k);
+        s->idx[cnt++] = s->slots[k].tx;
+        if (cnt == s->o.request_txs) {
+            send_request(s->c, s->txs, s->idx, cnt, s->scratch);
+            cnt = 0;
+        }
+    }
+    if (cnt > 0)
+        send_request(s->c, s->txs, s->idx, cnt, s->scratch);
+
+    if (timeout_us > 0)
+        wait_readable(s->c, timeout_us);
+    now = client_now_us();
+    size_t ndone = 0;
+    for (uint32_t r = 0; r < s->c->n; r++) {
+        bool more = true;
+        while (more) {
+            nng_msg *msg = NULL;
+            struct msg m;
+            if (recv_verified(s->c, r, &msg, &m, &more) != 0)
+                continue;
+            s->heard = true;
+            if (m.type == MSG_REPLY)
+                ndone = stream_on_reply(s, &m, now, done_idx, ndone);
+            nng_msg_free(msg);
+        }
+    }
+    return ndone;
+}
+
+size_t client_stream_sent(const struct client_stream *s)
+{
+    return s->next;
+}
+
+size_t client_stream_outstanding(const struct client_stream *s)
+{
+    return s->outstanding;
+}
+
+size_t client_stream_capacity(const struct client_stream *s)
+{
+    return s->o.max_outstanding;
+}
+
+bool client_stream_heard(const struct client_stream *s)
+{
+    return s->heard;
+}
+
+/* ---- many accounts at once ----------------------------------------------- */
+
+#define ACCOUNTS_WINDOW 64
+
+int client_get_accounts(struct client *c, const tc_pubkey *pks, size_t n, uint64_t timeout_ms,
+                        struct client_account *out, struct tally_err *err)
+{
+    if (n == 0)
+        return 0;
+    int rc = 0;
+    struct qvote *votes = calloc(n * c->n, sizeof(*votes));
+    uint64_t *last_send = calloc(n, sizeof(*last_send));
+    bool *done = calloc(n, sizeof(*done));
+    if (votes == NULL || last_send == NULL || done == NULL) {
+        rc = tally_errf(err, TALLY_ENOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t base = c->next_request_id;
+    c->next_request_id += n;
+    uint32_t q = config_reply_quorum(c->cfg);
+    uint64_t deadline = client_now_us() + timeout_ms * 1000u;
+    size_t ndone = 0, first = 0; /* first: no account before it is still open */
+    bool heard = false;
+    while (ndone < n) {
+        uint64_t now = client_now_us();
+        if (now >= deadline)
+            break;
+        /* Ask (again) for the open ones in the window [first, first+W). */
+        while (first < n && done[first])
+            first++;
+        size_t asked = 0;
+        for (size_t i = first; i < n && asked < ACCOUNTS_WINDOW; i++) {
+            if (done[i])
+                continue;
+            asked++;
+            if (last_send[i] != 0 && now - last_send[i] < CLIENT_QUERY_RETRY_MS * 1000u)
+                continue;
+            msg_buf_reset(&c->buf);
+            if (msg_encode_query(&c->buf, MSG_QUERY_BALANCE, base + i, pks[i].b) != 0) {
+                rc = tally_errf(err, TALLY_ENOMEM, "out of memory");
+                goto out;
+            }
+            send_all(c, c->buf.data, c->buf.len);
+            last_send[i] = now;
+        }
+        uint64_t wait = deadline - now;
+        if (wait > 20000)
+            wait = 20000;
+        wait_readable(c, wait);
+        for (uint32_t r = 0; r < c->n; r++) {
+            bool more = true;
+            while (more) {
+                nng_msg *msg = NULL;
+                struct msg m;
+                if (recv_verified(c, r, &msg, &m, &more) != 0)
+                    continue;
+                heard = true;
+                uint64_t id = m.u.query_reply.request_id;
+                if (m.type != MSG_QUERY_REPLY || m.u.query_reply.kind != MSG_QUERY_BALANCE ||
+                    id < base || id - base >= n || done[id - base] ||
+                    memcmp(m.u.query_reply.key, pks[id - base].b, 32) != 0) {
+                    nng_msg_free(msg);
+                    continue;
+                }
+                size_t i = (size_t)(id - base);
+                struct qvote *vs = &votes[i * c->n];
+                vs[m.sender] = (struct qvote){.has = true,
+                                              .found = m.u.query_reply.found,
+                                              .a = m.u.query_reply.a,
+                                              .b = m.u.query_reply.b,
+                                              .c = m.u.query_reply.c,
+                                              .height = m.u.query_reply.height};
+                nng_msg_free(msg);
+                const struct qvote *v = &vs[m.sender];
+                uint32_t match = 0;
+                uint64_t height = 0;
+                for (uint32_t t = 0; t < c->n; t++)
+                    if (vs[t].has && vs[t].found == v->found && vs[t].a == v->a &&
+                        vs[t].b == v->b && vs[t].c == v->c) {
+                        match++;
+                        if (vs[t].height > height)
+                            height = vs[t].height;
+                    }
+                if (match >= q) {
+                    done[i] = true;
+                    ndone++;
+                    out[i] = (struct client_account){
+                        .found = v->found != 0, .balance = v->a, .nonce = v->b, .height = height};
+                }
+            }
+        }
+    }
+    if (ndone < n) {
+        if (!heard)
+            rc = tally_errf(err, TALLY_EUNAVAIL,
+                            "no replica answered within %llu ms (is the cluster running?)",
+                            (unsigned long long)timeout_ms);
+        else
+            rc = tally_errf(err, TALLY_ETIMEOUT,
+                            "%zu of %zu accounts got no f+1 matching answers within %llu ms",
+                            n - ndone, n, (unsigned long long)timeout_ms);
+    }
+out:
+    free(votes);
+    free(last_send);
+    free(done);
+    return rc;
+}
+
 /* ---- command-line helpers ------------------------------------------------ */
 
 int client_config_load(const char *path, struct tally_config *cfg, struct tally_err *err)

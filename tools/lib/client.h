@@ -77,6 +77,47 @@ int client_get_tx(struct client *c, const tc_hash *h, uint64_t timeout_ms,
  * Returns how many answered. */
 uint32_t client_status_all(struct client *c, uint64_t timeout_ms, char **json);
 
+/* ---- streaming submission (tally bench) ------------------------------------
+ *
+ * client_submit without the blocking: the caller decides when to send the
+ * next transactions and polls for receipts in between, so a benchmark can
+ * keep a fixed number in flight (closed loop) or send on a schedule (open
+ * loop). Transactions are sent in order, txs[0] first. Receipts, retries and
+ * the f+1 matching rule are client_submit's. */
+struct client_stream;
+
+/* Prepare to stream txs[0..n). txs and out must outlive the stream; out[i]
+ * gets txs[i]'s receipt (tx_hash now, the rest when done). opts: retry_ms,
+ * max_outstanding (a hard cap on txs in flight) and request_txs are used,
+ * timeout_ms is not. Hashes all n transactions (do it before measuring). */
+int client_stream_open(struct client *c, const struct ledger_tx *txs, size_t n,
+                       const struct client_submit_opts *opts, struct client_receipt *out,
+                       struct client_stream **sp, struct tally_err *err);
+void client_stream_close(struct client_stream *s); /* NULL is fine */
+
+/* Send up to want of the next unsent transactions now, in REQUEST-sized
+ * messages to every replica, without exceeding max_outstanding. Returns how
+ * many were sent (they are txs[sent_before .. sent_before + return)). */
+size_t client_stream_send(struct client_stream *s, size_t want);
+
+/* Re-send overdue transactions, wait up to timeout_us for something to
+ * arrive (0: do not wait) and take in every reply that has arrived. Returns
+ * how many receipts completed; their indices go to done_idx, which must have
+ * room for max_outstanding entries (or be NULL). */
+size_t client_stream_poll(struct client_stream *s, uint64_t timeout_us, size_t *done_idx);
+
+size_t client_stream_sent(const struct client_stream *s);        /* txs sent so far */
+size_t client_stream_outstanding(const struct client_stream *s); /* sent, no receipt yet */
+size_t client_stream_capacity(const struct client_stream *s);    /* max_outstanding in use */
+bool client_stream_heard(const struct client_stream *s);         /* some replica answered */
+
+/* client_get_account for n accounts at once (queries pipelined, up to a few
+ * hundred in flight). out[i] belongs to pks[i]. Returns 0 when every account
+ * got f+1 matching answers, TALLY_EUNAVAIL when no replica answered at all,
+ * TALLY_ETIMEOUT otherwise. */
+int client_get_accounts(struct client *c, const tc_pubkey *pks, size_t n, uint64_t timeout_ms,
+                        struct client_account *out, struct tally_err *err);
+
 /* Monotonic clock, microseconds. */
 uint64_t client_now_us(void);
 
