@@ -77,6 +77,16 @@ struct sim_prec { /* a persisted promise, with its own copy of the batch */
     tc_sig sigs[PBFT_MAX_REPLICAS]; /* COMMIT: the prepared certificate */
 };
 
+/* Signature verdicts, direct-mapped by a hash of (key, bytes, signature):
+ * every broadcast is verified by n-1 receivers and retransmitted, so the same
+ * check repeats; Ed25519 dominates the simulator's time otherwise. The
+ * verdict is a pure function of the key, so caching changes no outcome. */
+#define SIM_VCACHE_SLOTS (1u << 16)
+struct sim_vcache {
+    uint8_t key[16];
+    uint8_t state; /* 0 empty, 1 valid, 2 invalid */
+};
+
 struct sim;
 
 struct sim_replica {
@@ -136,6 +146,7 @@ struct sim {
     bool oom;
     struct sim_result *res;
     tc_hash chain_id;
+    struct sim_vcache *vcache; /* SIM_VCACHE_SLOTS verdicts */
 };
 
 static uint64_t rnd(struct sim *s, uint64_t below)
@@ -287,14 +298,41 @@ static const struct sim_txrec *ledger_find_at(const struct sim_ledger *l, const 
     return NULL;
 }
 
-static uint8_t apply_tx(struct sim_ledger *l, const uint8_t *bytes, const tc_hash *h)
+static bool sim_verify(struct sim *s, const tc_pubkey *pk, const uint8_t *bytes, size_t len,
+                       const tc_sig *sig)
+{
+    uint8_t pre[TC_PUBKEY_BYTES + TC_SIG_BYTES];
+    memcpy(pre, pk->b, TC_PUBKEY_BYTES);
+    memcpy(pre + TC_PUBKEY_BYTES, sig->b, TC_SIG_BYTES);
+    tc_hash h;
+    tc_sha256_2(pre, sizeof(pre), bytes, len, &h);
+    uint32_t i = ((uint32_t)h.b[0] | ((uint32_t)h.b[1] << 8)) & (SIM_VCACHE_SLOTS - 1);
+    struct sim_vcache *c = &s->vcache[i];
+    if (c->state != 0 && memcmp(c->key, h.b + 2, sizeof(c->key)) == 0)
+        return c->state == 1;
+    bool ok = tc_verify(pk, bytes, len, sig) == TALLY_OK;
+    memcpy(c->key, h.b + 2, sizeof(c->key));
+    c->state = ok ? 1 : 2;
+    return ok;
+}
+
+/* A transaction's own signature (ledger_tx_verify, through the cache). */
+static bool sim_tx_ok(struct sim *s, const uint8_t *bytes, const struct ledger_tx *tx)
+{
+    (void)bytes;
+    uint8_t msg[LEDGER_TX_SIGNED_BYTES];
+    ledger_tx_signed_bytes(tx, msg);
+    return sim_verify(s, &tx->from, msg, sizeof(msg), &tx->sig);
+}
+
+static uint8_t apply_tx(struct sim *s, struct sim_ledger *l, const uint8_t *bytes, const tc_hash *h)
 {
     struct ledger_tx tx;
     if (ledger_tx_decode(bytes, LEDGER_TX_BYTES, &tx) != TALLY_OK)
         return LEDGER_RESULT_MALFORMED;
     if (ledger_find(l, h) != NULL)
         return LEDGER_RESULT_DUPLICATE;
-    if (ledger_tx_verify(&tx) != TALLY_OK)
+    if (!sim_tx_ok(s, bytes, &tx))
         return LEDGER_RESULT_BAD_SIGNATURE;
     struct sim_account *from = account(l, &tx.from, false);
     if (from == NULL || tx.nonce != from->nonce + 1)
@@ -622,8 +660,8 @@ static void model_state_digest(const struct sim_ledger *l, tc_hash *out)
 }
 
 /* Apply one batch as block seq = height + 1: results, chained head, block. */
-static bool model_apply(struct sim_ledger *l, uint64_t seq, const struct msg_batch *batch,
-                        uint8_t *results)
+static bool model_apply(struct sim *s, struct sim_ledger *l, uint64_t seq,
+                        const struct msg_batch *batch, uint8_t *results)
 {
     if (!grow((void **)&l->heads, &l->caph, seq + 1, sizeof(tc_hash)) ||
         !grow((void **)&l->digests, &l->capd, seq + 1, sizeof(tc_hash)) ||
@@ -641,7 +679,7 @@ static bool model_apply(struct sim_ledger *l, uint64_t seq, const struct msg_bat
         const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
         tc_hash h;
         ledger_tx_hash_bytes(tx, &h);
-        results[i] = apply_tx(l, tx, &h);
+        results[i] = apply_tx(s, l, tx, &h);
         l->txs[l->ntx].hash = h;
         l->txs[l->ntx].height = seq;
         l->txs[l->ntx].result = results[i];
@@ -742,7 +780,7 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         s->oom = true;
         return;
     }
-    if (!model_apply(l, seq, batch, results)) {
+    if (!model_apply(s, l, seq, batch, results)) {
         free(entries);
         free(owner);
         s->oom = true;
@@ -906,7 +944,7 @@ static int io_state_install(void *ctx, const uint8_t *chunk, size_t len,
             (txs = take(&rd, (size_t)count * LEDGER_TX_BYTES)) == NULL)
             rc = TALLY_EFORMAT;
         struct msg_batch b = {.count = count, .tx_bytes = txs};
-        if (rc == TALLY_OK && !model_apply(&copy, h, &b, results))
+        if (rc == TALLY_OK && !model_apply(s, &copy, h, &b, results))
             rc = TALLY_ENOMEM;
     }
     tc_hash sd;
@@ -942,6 +980,13 @@ static int io_state_install(void *ctx, const uint8_t *chunk, size_t len,
 
 /* --- replicas: delivery ---------------------------------------------------------- */
 
+static int io_verify(void *ctx, const tc_pubkey *pk, const uint8_t *bytes, size_t len,
+                     const tc_sig *sig)
+{
+    struct sim_replica *r = ctx;
+    return sim_verify(r->sim, pk, bytes, len, sig) ? TALLY_OK : TALLY_EBADSIG;
+}
+
 static struct pbft *replica_core(struct sim *s, struct sim_replica *r)
 {
     struct pbft_io io = {.ctx = r,
@@ -950,7 +995,8 @@ static struct pbft *replica_core(struct sim *s, struct sim_replica *r)
                          .send = io_send,
                          .execute = io_execute,
                          .state_read = io_state_read,
-                         .state_install = io_state_install};
+                         .state_install = io_state_install,
+                         .verify = io_verify};
     struct pbft_config cfg = s->cfg;
     cfg.id = r->id;
     return pbft_create(&cfg, &io, r->ledger.height);
@@ -961,8 +1007,7 @@ static void deliver_request(struct sim *s, struct sim_replica *r, const struct m
     for (uint32_t i = 0; i < m->u.request.count; i++) {
         const uint8_t *bytes = m->u.request.tx_bytes + (size_t)i * LEDGER_TX_BYTES;
         struct ledger_tx tx;
-        if (ledger_tx_decode(bytes, LEDGER_TX_BYTES, &tx) != TALLY_OK ||
-            ledger_tx_verify(&tx) != TALLY_OK)
+        if (ledger_tx_decode(bytes, LEDGER_TX_BYTES, &tx) != TALLY_OK || !sim_tx_ok(s, bytes, &tx))
             continue; /* the shell verifies client signatures */
         if (s->sc->censor_client0 && r->id == 0 && s->sc->clients > 0 &&
             memcmp(tx.from.b, s->cl[0].kp.pk.b, TC_PUBKEY_BYTES) == 0)
@@ -993,7 +1038,8 @@ static void deliver_replica(struct sim *s, struct sim_replica *r, const uint8_t 
         deliver_request(s, r, &m);
         return;
     }
-    if (m.sender >= s->n || msg_verify(&m, &s->rep[m.sender].kp.pk) != TALLY_OK)
+    if (m.sender >= s->n ||
+        !sim_verify(s, &s->rep[m.sender].kp.pk, m.signed_bytes, m.signed_len, &m.sig))
         return; /* the shell drops what it cannot verify */
     if (m.type == MSG_CHECKPOINT) {
         struct ledger_ckpt ck = {.height = m.u.checkpoint.seq,
@@ -1114,7 +1160,8 @@ static void deliver_client(struct sim *s, struct sim_client *c, const uint8_t *b
     struct msg m;
     struct tally_err err = {0};
     if (msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK || m.type != MSG_REPLY ||
-        m.sender >= s->n || msg_verify(&m, &s->rep[m.sender].kp.pk) != TALLY_OK)
+        m.sender >= s->n ||
+        !sim_verify(s, &s->rep[m.sender].kp.pk, m.signed_bytes, m.signed_len, &m.sig))
         return;
     if (m.u.reply.view > c->view)
         c->view = m.u.reply.view;
@@ -1253,6 +1300,11 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
     for (const char *p = sc->name; *p; p++) /* a different stream per scenario */
         s->rng = s->rng * 31 + (uint8_t)*p;
     msg_buf_init(&s->buf);
+    s->vcache = calloc(SIM_VCACHE_SLOTS, sizeof(*s->vcache));
+    if (s->vcache == NULL) {
+        free(s);
+        return -1;
+    }
     s->equiv_salt = splitmix64(&s->rng);
 
     struct pbft_config *cfg = &s->cfg;
@@ -1385,6 +1437,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
     for (uint32_t c = 0; c < sc->clients; c++)
         tc_keypair_free(&s->cl[c].kp);
     free(s->ref);
+    free(s->vcache);
     msg_buf_free(&s->buf);
     free(s);
     return rc;
