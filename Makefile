@@ -31,7 +31,7 @@ $(if $(wildcard /usr/include/$(1) /usr/local/include/$(1)),,$(error missing $(1)
 endef
 
 DEB_PACKAGES := build-essential pkg-config libsodium-dev libssl-dev libnng-dev librocksdb-dev \
-                libjansson-dev libcmocka-dev clang libclang-rt-14-dev jq
+                libjansson-dev libcmocka-dev clang libclang-rt-14-dev jq iproute2
 
 ifeq ($(filter deps clean format format-check check fuzz,$(MAKECMDGOALS)),)
 ifeq ($(MAKECMDGOALS)$(shell command -v pkg-config),)
