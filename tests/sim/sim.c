@@ -101,6 +101,8 @@ struct sim_replica {
     size_t nrecs, caprecs;
     struct ledger_cert *certs; /* stable certificates, ascending heights (durable) */
     size_t ncerts, capcerts;
+    uint8_t replay[512]; /* noisy replica: an old message to send again */
+    size_t replay_len;
 };
 
 struct sim_reply_seen {
@@ -579,9 +581,42 @@ static void io_send(void *ctx, int to, const uint8_t *bytes, size_t len)
     io_send_plain(r, to, bytes, len);
 }
 
+/* A noisy replica: with each message it sends, also garbage, a copy claiming
+ * to come from another replica, and a replay of an older message. The
+ * shells must drop all of it (undecodable, bad signature) and the cores what
+ * is stale. */
+static void noise(struct sim_replica *r, int to, const uint8_t *bytes, size_t len)
+{
+    struct sim *s = r->sim;
+    uint32_t dst = to >= 0 ? (uint32_t)to : (uint32_t)((r->id + 1 + rnd(s, s->n - 1)) % s->n);
+    uint8_t junk[96];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (uint8_t)rnd(s, 256);
+    if (rnd(s, 2))
+        memcpy(junk, bytes, len < 12 ? len : 12); /* a valid-looking header */
+    net_send(s, r->id, dst, junk, 12 + rnd(s, sizeof(junk) - 12));
+    uint8_t *forged = malloc(len);
+    if (forged != NULL && len > 8) {
+        memcpy(forged, bytes, len);
+        uint16_t other = (uint16_t)((r->id + 1) % s->n);
+        forged[6] = (uint8_t)other;
+        forged[7] = (uint8_t)(other >> 8);
+        net_send(s, r->id, dst, forged, len);
+    }
+    free(forged);
+    if (r->replay_len > 0)
+        net_send(s, r->id, dst, r->replay, r->replay_len);
+    if (len <= sizeof(r->replay) && rnd(s, 8) == 0) {
+        memcpy(r->replay, bytes, len);
+        r->replay_len = len;
+    }
+}
+
 static void io_send_plain(struct sim_replica *r, int to, const uint8_t *bytes, size_t len)
 {
     struct sim *s = r->sim;
+    if (s->sc->noisy_replica == (int)r->id)
+        noise(r, to, bytes, len);
     if (to == PBFT_BROADCAST) {
         if (s->sc->equivocating_primary && r->id == 0 && len > 4 && bytes[4] == MSG_PRE_PREPARE) {
             equivocating_broadcast(r, bytes, len);
@@ -1081,6 +1116,18 @@ static void client_submit(struct sim *s, struct sim_client *c)
         return;
     }
     net_send(s, s->n + c->idx, (uint32_t)(c->view % s->n), s->buf.data, s->buf.len);
+    if (s->sc->bad_sig_primary && !s->rep[0].down && s->rep[0].core != NULL) {
+        /* The Byzantine primary proposes a transfer from this client that the
+         * client never signed (its shell would have refused it). */
+        struct ledger_tx forged = tx;
+        forged.amount += 1000;
+        forged.sig.b[0] ^= 0x01;
+        uint8_t fb[LEDGER_TX_BYTES];
+        tc_hash fh;
+        ledger_tx_encode(&forged, fb);
+        ledger_tx_hash_bytes(fb, &fh);
+        pbft_on_request(s->rep[0].core, &forged, &fh, s->now);
+    }
     ev_push(s, (struct sim_event){.t = s->now + SIM_CLIENT_TIMEOUT_MS,
                                   .kind = EV_CLIENT,
                                   .to = s->n + c->idx,
@@ -1335,7 +1382,8 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         r->id = j;
         r->byzantine = (sc->equivocating_primary && j == 0) || (int)j == sc->lying_state_server ||
                        (sc->censor_client0 && j == 0) || (int)j == sc->lying_new_primary ||
-                       (int)j == sc->fabricating_replica;
+                       (int)j == sc->fabricating_replica || (sc->bad_sig_primary && j == 0) ||
+                       (int)j == sc->noisy_replica;
         r->down = (int)j == sc->crashed_replica;
         struct sim_ledger *l = &r->ledger;
         if (!grow((void **)&l->heads, &l->caph, 64, sizeof(tc_hash)) ||

@@ -41,6 +41,8 @@ struct sim_scenario {
     int lying_new_primary;    /* its NEW-VIEW re-proposes null batches only; -1 */
     int fabricating_replica;  /* its VIEW-CHANGE claims a prepared batch nobody prepared; -1 */
     bool skip_new_view_check; /* pbft_config.test_skip_new_view_check */
+    bool bad_sig_primary;     /* replica 0 slips forged client transactions into its batches */
+    int noisy_replica;        /* also sends garbage, forged-sender copies, replays; -1 */
     uint32_t quorum_override; /* pbft_config.test_quorum_override */
     bool expect_liveness;
     uint64_t time_limit_ms;

@@ -112,6 +112,7 @@ static void test_f1_lossy(void **state)
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .restart_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 60000};
@@ -134,6 +135,7 @@ static void test_f2_lossy(void **state)
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .restart_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 60000};
@@ -156,6 +158,7 @@ static void test_crashed_backup(void **state)
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .restart_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 60000};
@@ -178,6 +181,7 @@ static void test_restart(void **state)
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .restart_replica = 2,
                               .restart_down_ms = 150,
                               .restart_up_ms = 450,
@@ -202,6 +206,7 @@ static void test_restart_primary(void **state)
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .restart_replica = 0,
                               .restart_down_ms = 150,
                               .restart_up_ms = 300,
@@ -225,6 +230,7 @@ static struct sim_scenario equivocation(const char *name, uint32_t f, uint32_t o
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .restart_replica = -1,
                               .equivocating_primary = true,
                               .quorum_override = override,
@@ -302,6 +308,7 @@ static struct sim_scenario lagging(const char *name, uint32_t f, int partition, 
                               .lying_state_server = liar,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 60000};
     return sc;
@@ -357,6 +364,7 @@ static void test_memory_bounded(void **state)
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 120000};
     struct seed_totals tot;
@@ -390,6 +398,7 @@ static struct sim_scenario byz(const char *name, uint32_t f)
                               .lying_state_server = -1,
                               .lying_new_primary = -1,
                               .fabricating_replica = -1,
+                              .noisy_replica = -1,
                               .expect_liveness = true,
                               .time_limit_ms = 120000};
     return sc;
@@ -471,6 +480,57 @@ static void test_fabricated_view_change(void **state)
     run_view_changes(&sc, 5);
 }
 
+/* A primary that slips transactions with invalid client signatures into its
+ * batches: they execute nowhere (bad_signature on every replica alike), and
+ * everything else goes on. */
+static void test_bad_signature_primary(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = byz("f1-bad-signature-primary", 1);
+    sc.bad_sig_primary = true;
+    run_seeds(&sc, 1);
+    sc = byz("f2-bad-signature-primary", 2);
+    sc.bad_sig_primary = true;
+    run_seeds(&sc, 5);
+}
+
+/* A replica that also sends garbage, copies of its messages claiming another
+ * sender, and replays of old ones, while the primary is cut off for a while
+ * (so that the noise also hits a view change). */
+static void test_noisy_replica(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = byz("f1-noisy-replica", 1);
+    sc.noisy_replica = 3;
+    sc.partition_replica = 0;
+    sc.partition_from_ms = 200;
+    sc.partition_to_ms = 2500;
+    run_seeds(&sc, 1);
+    sc = byz("f2-noisy-replica", 2);
+    sc.noisy_replica = 5;
+    sc.partition_replica = 0;
+    sc.partition_from_ms = 200;
+    sc.partition_to_ms = 2500;
+    run_seeds(&sc, 5);
+}
+
+/* f = 2 replicas colluding: the primary of view 1 lies in its NEW-VIEW and
+ * replica 2 sends fabricated VIEW-CHANGEs, while the primary of view 0 is cut
+ * off (slow, not faulty); then a noisy primary that also slips in forged
+ * transactions, with a replica fabricating view changes. */
+static void test_colluding(void **state)
+{
+    (void)state;
+    struct sim_scenario sc = lying_new_primary("f2-colluding", 2, false);
+    sc.fabricating_replica = 2;
+    run_view_changes(&sc, 5);
+    sc = byz("f2-colluding-noise", 2);
+    sc.noisy_replica = 0;
+    sc.bad_sig_primary = true;
+    sc.fabricating_replica = 1;
+    run_seeds(&sc, 5);
+}
+
 /* Without the backups' check of NEW-VIEW, the lying new primary makes
  * correct replicas execute different batches at one seq on some seed. */
 static void test_new_view_check_matters(void **state)
@@ -504,6 +564,9 @@ int main(void)
         cmocka_unit_test(test_lying_new_primary),
         cmocka_unit_test(test_fabricated_view_change),
         cmocka_unit_test(test_new_view_check_matters),
+        cmocka_unit_test(test_bad_signature_primary),
+        cmocka_unit_test(test_noisy_replica),
+        cmocka_unit_test(test_colluding),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
