@@ -118,7 +118,8 @@ void pbft_recv_request(struct pbft *p, const uint8_t tx[LEDGER_TX_BYTES], const 
     if (p->failed)
         return;
     if (set_find(p, hash) != NULL) {
-        p->dropped++;
+        /* Benign (clients send every request to all replicas, and a request
+         * often arrives after the pre-prepare that carries it): not a drop. */
         LOG_DEBUG("L2110", "r%u v%llu request already queued or in the log", p->cfg.id,
                   (unsigned long long)p->view);
         return;
