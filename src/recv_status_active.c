@@ -42,8 +42,26 @@ void pbft_recv_status_active(struct pbft *p, const struct msg *m)
     if (m->u.status_active.stable < p->last_executed)
         pbft_checkpoint_resend(p, (int)m->sender, m->u.status_active.stable);
     uint64_t high = p->low + p->cfg.window;
+    if (le > p->last_executed) {
+        /* It is ahead of us. Where we are stuck it may still miss our own
+         * votes (sent while it was busy changing view, say), and its votes
+         * are what we lack: push ours again, for the few seqs right after
+         * ours that have been stuck for an interval. */
+        uint64_t stop = p->last_executed + p->cfg.max_inflight;
+        for (uint64_t seq = p->last_executed + 1; seq <= stop && seq <= high; seq++) {
+            struct pbft_slot *s = pbft_slot_find(p, seq);
+            if (s == NULL || s->committed || s->view != p->view ||
+                p->now_ms - s->since_ms < pbft_retransmit_interval(p))
+                continue;
+            if (s->sent_prepare)
+                pbft_send_phase(p, (int)m->sender, MSG_PREPARE, s);
+            if (s->sent_commit)
+                pbft_send_phase(p, (int)m->sender, MSG_COMMIT, s);
+        }
+        return; /* our own status will catch us up */
+    }
     if (le >= high)
-        return; /* it is ahead of us: our own status will catch us up */
+        return;
     uint64_t first = le + 1;
     if (p->low > p->cfg.window && first <= p->low - p->cfg.window) {
         LOG_DEBUG("L2130", "r%u v%llu replica %u at n%llu is behind our log", p->cfg.id,

@@ -18,7 +18,13 @@ ok "testnet start ($PORT)"
 out=$("$TALLY" testnet status --dir "$D" --json)
 expect_eq "status up" "$(jq -r .up <<<"$out")" 4
 expect_eq "status primary" "$(jq -r '.replicas[0].status.primary' <<<"$out")" 0
-expect_eq "status peers" "$(jq -r '[.replicas[].status.peers_connected] | min' <<<"$out")" 3
+# Replicas dial each other in the background: poll until every link is up.
+all_linked() {
+    "$TALLY" testnet status --dir "$D" --json | jq -e '[.replicas[].status.peers_connected] |
+        min == 3' >/dev/null
+}
+wait_until 10 all_linked || fail "peers not all connected: $("$TALLY" testnet status --dir "$D" \
+    --json | jq -c '[.replicas[].status.peers_connected]')"
 "$TALLY" testnet status --dir "$D" | grep -q "4 of 4 replicas up" || fail "status table"
 ok "testnet status"
 
