@@ -3,6 +3,8 @@
 #   BUILD=build|build-san  where the test binaries are
 #   ONLY=unit|sim|e2e      run one tier
 #   SEEDS=N                simulator seeds per scenario
+#   CRASH_CYCLES=N         kill -9 cycles of the crash-loop test (default 50)
+#   E2E_SKIP="test_a ..."  end-to-end tests not to run
 # Unit and simulation tests are cmocka programs (TAP output); end-to-end tests
 # are scripts in tests/e2e/*.sh that exit 0 on success.
 set -u
@@ -46,6 +48,10 @@ fi
 if [ "$ONLY" = all ] || [ "$ONLY" = e2e ]; then
     for t in tests/e2e/test_*.sh; do
         [ -f "$t" ] || continue
+        case " ${E2E_SKIP:-} " in *" $(basename "$t" .sh) "*)
+            echo "== $t: skipped (E2E_SKIP)"
+            continue ;;
+        esac
         echo "== $t"
         if bash "$t"; then
             echo "ok - $t"
