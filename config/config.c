@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- errors: "FILE: FIELD: problem" ---------------------------------------- */
 
@@ -296,12 +297,20 @@ static int load_json(const char *path, json_t **out, struct tally_err *err)
     if (f == NULL)
         return tally_errf(err, errno == ENOENT ? TALLY_ENOTFOUND : TALLY_EIO, "%s: cannot open: %s",
                           path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        int dir = S_ISDIR(st.st_mode);
+        fclose(f);
+        return tally_errf(err, TALLY_EIO, "%s: not a regular file%s", path,
+                          dir ? " (a directory)" : "");
+    }
     json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
     int read_failed = ferror(f);
+    int read_errno = errno;
     fclose(f);
     if (root == NULL) {
         if (read_failed)
-            return tally_errf(err, TALLY_EIO, "%s: cannot read", path);
+            return tally_errf(err, TALLY_EIO, "%s: cannot read: %s", path, strerror(read_errno));
         return tally_errf(err, TALLY_ECONFIG, "%s: invalid JSON at line %d, column %d: %s", path,
                           jerr.line, jerr.column, jerr.text);
     }

@@ -35,6 +35,7 @@
 #define TALLY_CONFIG_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -134,6 +135,26 @@ int config_validate(const struct tally_config *c, const char *what, struct tally
  * saying what is wrong (no field prefix). */
 int config_parse_address(const char *addr, char *host, size_t hostlen, uint16_t *port,
                          struct tally_err *err);
+
+/* ---- a configuration against a data directory ------------------------------ */
+
+/* The chain id c's genesis gives: the hash of the block 0 that
+ * ledger_init_genesis writes for c->genesis (built in memory, nothing on disk). */
+int config_genesis_hash(const struct tally_config *c, tc_hash *out, struct tally_err *err);
+
+/* May data directory dir be used with c? Checked before anything opens it for
+ * writing; the database is only opened read-only (no lock, nothing written).
+ *   - missing: TALLY_ENOTFOUND, or fine when may_create (tallyd's first start);
+ *   - not a directory: TALLY_EINVAL;
+ *   - no RocksDB database in it: fine when may_create and it is empty (or a
+ *     first start stopped early); other files only: TALLY_EINVAL; else
+ *     TALLY_ENOTFOUND "holds no tally ledger";
+ *   - no genesis block: fine when may_create, else TALLY_ENOTFOUND;
+ *   - a genesis block other than c's: TALLY_EMISMATCH "belongs to another
+ *     cluster" (cfg_what names c's file in the message).
+ * c NULL: no genesis comparison. */
+int config_check_data_dir(const struct tally_config *c, const char *cfg_what, const char *dir,
+                          bool may_create, struct tally_err *err);
 
 /* ---- writers (tally init) ---------------------------------------------------
  * Never overwrite: an existing file is TALLY_EEXIST. Files are written to a

@@ -177,6 +177,13 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    /* Before anything opens it for writing: refuse a file, a directory of
+     * other things and another cluster's ledger (checked read-only). */
+    if (config_check_data_dir(&cfg, config_path, data_dir, true, &err) != 0) {
+        fprintf(stderr, "tallyd: %s\n", tally_err_text(&err));
+        goto out;
+    }
+
     /* Block the signals before any thread starts: only sigtimedwait sees them. */
     sigset_t set;
     sigemptyset(&set);
@@ -188,8 +195,8 @@ int main(int argc, char **argv)
     struct replica_opts ro = {
         .cfg = &cfg, .id = (uint32_t)id, .kp = &kp, .data_dir = data_dir, .verifiers = verifiers};
     if (replica_start(&ro, &r, &err) != 0) {
+        /* One line: stderr is also the log (L0601 was "cannot start"). */
         fprintf(stderr, "tallyd: %s\n", tally_err_text(&err));
-        LOG_ERROR("L0601", "cannot start: %s", tally_err_text(&err));
         goto out;
     }
     LOG_INFO("L0602", "tallyd running (pid %ld), data %s", (long)getpid(), data_dir);

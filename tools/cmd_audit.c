@@ -194,6 +194,13 @@ int cmd_audit(int argc, char **argv)
         for (uint32_t i = 0; i < cfg.n; i++)
             keys[i] = cfg.replicas[i].pk;
     }
+    /* A missing or foreign data directory is named before the audit starts. */
+    if (config_check_data_dir(cluster != NULL ? &cfg : NULL, cluster, dir, false, &err) !=
+        TALLY_OK) {
+        fprintf(stderr, "tally audit: %s\n", tally_err_text(&err));
+        config_free(&cfg);
+        return 1;
+    }
     struct progress prog = {.enabled = !quiet, .tty = isatty(STDERR_FILENO), .last = mono_now()};
     struct ledger_audit_opts aopts = {
         .progress = on_progress, .progress_ctx = &prog, .workers = (unsigned)workers};

@@ -73,7 +73,7 @@ int cmd_balance(int argc, char **argv)
     tc_pubkey pk;
     if (client_parse_account(argv[optind], &pk, &err) != 0) {
         fprintf(stderr, "tally balance: %s\n", tally_err_text(&err));
-        return 2;
+        return argv[optind][0] == '@' ? 1 : 2;
     }
     if (client_config_load(config_path, &cfg, &err) != 0 || client_open(&cfg, &cl, &err) != 0) {
         fprintf(stderr, "tally balance: %s\n", tally_err_text(&err));

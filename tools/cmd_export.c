@@ -1,11 +1,16 @@
 /* tally export --data DIR [--out FILE]: blocks, transactions and checkpoint
  * certificates as JSON lines. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "config/config.h"
 #include "crypto/crypto.h"
 #include "ledger/block.h"
 #include "ledger/ledger.h"
@@ -33,7 +38,8 @@ static void export_usage(FILE *out)
         "   \"signatures\":[{\"signer\",\"sig\"},...]}   (tally verify-checkpoint --export)\n"
         "\n"
         "  --data DIR    the data directory\n"
-        "  --out FILE    write here instead of standard output\n"
+        "  --out FILE    write here instead of standard output (a new file: an\n"
+        "                existing one is never overwritten)\n"
         "  --help        show this help\n");
 }
 
@@ -158,8 +164,10 @@ int cmd_export(int argc, char **argv)
     struct tally_err err = {0};
     FILE *f = stdout;
     uint8_t *bytes = NULL;
+    bool created = false;
     struct ledger_open_opts o = {.read_only = true};
-    if (ledger_open_opts(dir, &o, &l, &err) != TALLY_OK) {
+    if (config_check_data_dir(NULL, NULL, dir, false, &err) != TALLY_OK ||
+        ledger_open_opts(dir, &o, &l, &err) != TALLY_OK) {
         fprintf(stderr, "tally export: %s\n", tally_err_text(&err));
         goto out;
     }
@@ -167,9 +175,23 @@ int cmd_export(int argc, char **argv)
         fprintf(stderr, "tally export: data directory %s has no genesis block\n", dir);
         goto out;
     }
-    if (out != NULL && (f = fopen(out, "w")) == NULL) {
-        fprintf(stderr, "tally export: cannot create %s: %m\n", out);
-        goto out;
+    if (out != NULL) {
+        /* Never over an existing file; removed again if the export fails. */
+        int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == EEXIST) {
+            fprintf(stderr, "tally export: %s already exists; not overwriting it\n", out);
+            goto out;
+        }
+        if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+            fprintf(stderr, "tally export: cannot create %s: %m\n", out);
+            if (fd >= 0) {
+                close(fd);
+                unlink(out);
+            }
+            f = stdout;
+            goto out;
+        }
+        created = true;
     }
     uint64_t head = ledger_height(l);
     for (uint64_t h = 0; h <= head; h++) {
@@ -226,6 +248,8 @@ out:
         fprintf(stderr, "tally export: writing %s failed: %m\n", out);
         status = 1;
     }
+    if (created && status != 0)
+        unlink(out);
     ledger_close(l);
     return status;
 }

@@ -242,8 +242,11 @@ static int make_dir(const char *path, bool *made, struct tally_err *err)
         *made = true;
         return TALLY_OK;
     }
-    if (errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return TALLY_OK;
+    if (errno == EEXIST && stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode))
+            return TALLY_OK;
+        return tally_errf(err, TALLY_EEXIST, "%s exists and is not a directory", path);
+    }
     return tally_errf(err, TALLY_EIO, "%s: cannot create directory: %s", path, strerror(errno));
 }
 

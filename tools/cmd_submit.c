@@ -226,7 +226,7 @@ int cmd_submit(int argc, char **argv)
     }
     if (client_parse_account(to_arg, &to, &err) != 0) {
         fprintf(stderr, "tally submit: --to: %s\n", tally_err_text(&err));
-        status = 2;
+        status = to_arg[0] == '@' ? 1 : 2;
         goto out;
     }
     if (client_open(&cfg, &cl, &err) != 0) {

@@ -36,9 +36,14 @@ static void testnet_usage(FILE *out)
 
 int cmd_testnet(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        testnet_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        fprintf(stderr, "tally testnet: expected an action: start, status or stop (see tally "
+                        "testnet --help)\n");
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        testnet_usage(stdout);
+        return 0;
     }
     const char *action = argv[1];
     if (strcmp(action, "start") != 0 && strcmp(action, "status") != 0 &&
@@ -66,9 +71,12 @@ int cmd_testnet(int argc, char **argv)
             dir = optarg;
             break;
         case 'n':
-            if (client_parse_u64(optarg, &nodes) != 0 || nodes < 4 || nodes > CONFIG_MAX_REPLICAS) {
-                fprintf(stderr, "tally testnet: --nodes '%s': expected 4..%d (3f+1)\n", optarg,
-                        CONFIG_MAX_REPLICAS);
+            if (client_parse_u64(optarg, &nodes) != 0 || nodes < 4 || nodes > CONFIG_MAX_REPLICAS ||
+                (nodes - 1) % 3 != 0) {
+                fprintf(stderr,
+                        "tally testnet: --nodes '%s': n must be 3f+1 with f >= 1 (4, 7, 10, 13 "
+                        "or 16)\n",
+                        optarg);
                 return 2;
             }
             break;

@@ -158,6 +158,11 @@ int cmd_verify_checkpoint(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
+    if (dir != NULL && config_check_data_dir(&cfg, cluster, dir, false, &err) != TALLY_OK) {
+        fprintf(stderr, "tally verify-checkpoint: %s\n", tally_err_text(&err));
+        config_free(&cfg);
+        return 1;
+    }
     struct checkpoint_verdict v;
     const uint64_t *hp = has_height ? &height : NULL;
     int rc = dir != NULL ? checkpoint_verify_data(dir, &cfg, hp, &v, &err)

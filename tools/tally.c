@@ -64,7 +64,6 @@ int main(int argc, char **argv)
         }
         return commands[i].run(argc - 1, argv + 1);
     }
-    fprintf(stderr, "tally: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    fprintf(stderr, "tally: unknown command '%s' (see tally --help)\n", argv[1]);
     return 2;
 }

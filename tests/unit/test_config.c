@@ -430,6 +430,149 @@ static void test_missing_files(void **state)
     assert_null(c.genesis.accounts);
 }
 
+/* A directory where a file is expected: named, not "cannot read". */
+static void test_config_is_a_directory(void **state)
+{
+    struct fixture *fx = *state;
+    struct tally_config c;
+    struct tally_err err = {0};
+    assert_int_equal(config_load(fx->dir, &c, &err), TALLY_EIO);
+    assert_msg_has(&err, fx->dir, "not a regular file (a directory)");
+
+    char sub[TMPDIR_PATH_MAX];
+    tmpdir_join(sub, sizeof(sub), fx->dir, "genesis.json");
+    assert_int_equal(mkdir(sub, 0700), 0);
+    write_json(fx->dir, "cluster.json", fx->cluster);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(config_load(fx->cluster_path, &c, &err), TALLY_EIO);
+    assert_msg_has(&err, "genesis.json", "not a regular file");
+    assert_null(c.genesis.accounts);
+}
+
+/* Every file under dir (names, sizes, contents), hashed: to see that a check
+ * changed nothing. */
+static void dir_digest(const char *dir, tc_hash *out)
+{
+    char cmd[TMPDIR_PATH_MAX + 128], buf[4096];
+    snprintf(cmd, sizeof(cmd), "cd '%s' && find . -type f | LC_ALL=C sort | xargs cat; ls -la",
+             dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    uint8_t *all = NULL;
+    size_t len = 0, got;
+    while ((got = fread(buf, 1, sizeof(buf), p)) > 0) {
+        all = realloc(all, len + got);
+        assert_non_null(all);
+        memcpy(all + len, buf, got);
+        len += got;
+    }
+    pclose(p);
+    tc_sha256(all, len, out);
+    free(all);
+}
+
+/* Write a ledger with c's genesis into dir (or no genesis when c is NULL). */
+static void make_ledger(const char *dir, const struct tally_config *c)
+{
+    struct ledger *l = NULL;
+    struct tally_err err = {0};
+    struct ledger_open_opts o = {.sync = false};
+    assert_ok(ledger_open_opts(dir, &o, &l, &err), &err);
+    if (c != NULL)
+        assert_ok(ledger_init_genesis(l, c->genesis.accounts, c->genesis.count, &err), &err);
+    ledger_close(l);
+}
+
+static void test_genesis_hash(void **state)
+{
+    struct fixture *fx = *state;
+    struct tally_config c, other;
+    struct tally_err err = {0};
+    tc_hash h1, h2, h3;
+    assert_ok(load(fx, &c, &err), &err);
+    assert_ok(config_genesis_hash(&c, &h1, &err), &err);
+    assert_ok(config_genesis_hash(&c, &h2, &err), &err);
+    assert_memory_equal(h1.b, h2.b, TC_HASH_BYTES);
+    /* The same as the genesis block a ledger writes. */
+    char dir[TMPDIR_PATH_MAX];
+    struct ledger *l = NULL;
+    tmpdir_join(dir, sizeof(dir), fx->dir, "data");
+    make_ledger(dir, &c);
+    struct ledger_open_opts ro = {.read_only = true};
+    assert_ok(ledger_open_opts(dir, &ro, &l, &err), &err);
+    ledger_genesis_hash(l, &h3);
+    ledger_close(l);
+    assert_memory_equal(h1.b, h3.b, TC_HASH_BYTES);
+    /* Another balance, another chain. */
+    json_object_set_new(json_array_get(json_object_get(fx->genesis, "accounts"), 0), "balance",
+                        json_integer(7));
+    assert_ok(load(fx, &other, &err), &err);
+    assert_ok(config_genesis_hash(&other, &h2, &err), &err);
+    assert_memory_not_equal(h1.b, h2.b, TC_HASH_BYTES);
+    config_free(&c);
+    config_free(&other);
+}
+
+static void test_check_data_dir(void **state)
+{
+    struct fixture *fx = *state;
+    struct tally_config c, other;
+    struct tally_err err = {0};
+    char dir[TMPDIR_PATH_MAX], path[TMPDIR_PATH_MAX];
+    struct stat st;
+    assert_ok(load(fx, &c, &err), &err);
+    json_object_set_new(json_array_get(json_object_get(fx->genesis, "accounts"), 0), "balance",
+                        json_integer(7));
+    assert_ok(load(fx, &other, &err), &err);
+
+    /* Missing: fine for a first start, and not created; else named. */
+    tmpdir_join(dir, sizeof(dir), fx->dir, "data");
+    assert_ok(config_check_data_dir(&c, "cluster.json", dir, true, &err), &err);
+    assert_int_equal(stat(dir, &st), -1);
+    assert_int_equal(config_check_data_dir(&c, "cluster.json", dir, false, &err), TALLY_ENOTFOUND);
+    assert_msg_has(&err, dir, "No such file or directory");
+
+    /* A file. */
+    assert_int_equal(config_check_data_dir(&c, "cluster.json", fx->cluster_path, true, &err),
+                     TALLY_EINVAL);
+    assert_msg_has(&err, "cluster.json is not a directory");
+
+    /* Empty: fine for a first start, no ledger to read otherwise. */
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_ok(config_check_data_dir(&c, "cluster.json", dir, true, &err), &err);
+    assert_int_equal(config_check_data_dir(NULL, NULL, dir, false, &err), TALLY_ENOTFOUND);
+    assert_msg_has(&err, dir, "holds no tally ledger");
+
+    /* Other files and no ledger: never made one. */
+    assert_int_equal(config_check_data_dir(&c, "cluster.json", fx->dir, true, &err), TALLY_EINVAL);
+    assert_msg_has(&err, "holds other files and no tally ledger", "refusing");
+    assert_int_equal(config_check_data_dir(NULL, NULL, fx->dir, false, &err), TALLY_EINVAL);
+
+    /* A ledger without genesis: a first start that stopped early. */
+    make_ledger(dir, NULL);
+    assert_ok(config_check_data_dir(&c, "cluster.json", dir, true, &err), &err);
+    assert_int_equal(config_check_data_dir(&c, "cluster.json", dir, false, &err), TALLY_ENOTFOUND);
+    assert_msg_has(&err, "has no genesis block");
+
+    /* This cluster's ledger; another cluster's is refused, and left as it was. */
+    tmpdir_join(path, sizeof(path), fx->dir, "data2");
+    make_ledger(path, &c);
+    assert_ok(config_check_data_dir(&c, "cluster.json", path, true, &err), &err);
+    assert_ok(config_check_data_dir(&c, "cluster.json", path, false, &err), &err);
+    assert_ok(config_check_data_dir(NULL, NULL, path, false, &err), &err);
+    tc_hash before, after;
+    dir_digest(path, &before);
+    assert_int_equal(config_check_data_dir(&other, "other.json", path, true, &err),
+                     TALLY_EMISMATCH);
+    assert_msg_has(&err, path, "belongs to another cluster", "other.json");
+    assert_int_equal(config_check_data_dir(&other, "other.json", path, false, &err),
+                     TALLY_EMISMATCH);
+    dir_digest(path, &after);
+    assert_memory_equal(before.b, after.b, TC_HASH_BYTES);
+    config_free(&c);
+    config_free(&other);
+}
+
 static void test_genesis_duplicate_account(void **state)
 {
     struct fixture *fx = *state;
@@ -590,6 +733,9 @@ int main(void)
         T(test_missing_required_fields),
         T(test_json_syntax_error_mentions_line),
         T(test_missing_files),
+        T(test_config_is_a_directory),
+        T(test_genesis_hash),
+        T(test_check_data_dir),
         T(test_genesis_duplicate_account),
         T(test_genesis_overflow),
         T(test_genesis_bad_entries),

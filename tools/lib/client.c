@@ -961,7 +961,11 @@ int client_parse_account(const char *arg, tc_pubkey *pk, struct tally_err *err)
         tc_keypair_free(&kp);
         return 0;
     }
-    return tc_pubkey_parse(arg, pk, err);
+    if (strlen(arg) != 2 * TC_PUBKEY_BYTES || tc_pubkey_parse(arg, pk, NULL) != TALLY_OK)
+        return tally_errf(err, TALLY_EFORMAT,
+                          "'%s': an account is %d hex characters (a public key) or @KEYFILE", arg,
+                          2 * TC_PUBKEY_BYTES);
+    return 0;
 }
 
 int client_parse_hash(const char *arg, tc_hash *h, struct tally_err *err)

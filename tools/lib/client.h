@@ -128,7 +128,8 @@ uint64_t client_now_us(void);
 /* Load the cluster config from path, or when path is NULL from
  * ./testnet/cluster.json if it exists (else a clear error). */
 int client_config_load(const char *path, struct tally_config *cfg, struct tally_err *err);
-/* An account: 64 hex chars, or @KEYFILE (its public key). */
+/* An account: 64 hex chars, or @KEYFILE (its public key). The caller's exit
+ * status: 2 (usage) for bad hex, 1 for a key file that cannot be read. */
 int client_parse_account(const char *arg, tc_pubkey *pk, struct tally_err *err);
 /* A tx hash: 64 hex chars. */
 int client_parse_hash(const char *arg, tc_hash *h, struct tally_err *err);

@@ -202,6 +202,57 @@ static long spawn_replica(const char *tallyd, const char *dir, uint32_t id)
     return pid;
 }
 
+/* The last non-empty line of DIR/replica-I.log (tallyd's reason for exiting)
+ * into out, or "" when there is none. */
+static void last_log_line(const char *dir, uint32_t id, char *out, size_t size)
+{
+    char path[PATH_MAX], buf[4096];
+    out[0] = '\0';
+    if (path_in(path, sizeof(path), dir, "replica-%u.log", id) != 0)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    off_t end = lseek(fd, 0, SEEK_END);
+    off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+    close(fd);
+    if (n <= 0)
+        return;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    const char *line = strrchr(buf, '\n');
+    line = line != NULL ? line + 1 : buf;
+    size_t len = strlen(line) < size ? strlen(line) : size - 1;
+    memcpy(out, line, len);
+    out[len] = '\0';
+}
+
+/* Undo a failed start: stop the replicas this run started (pids[i] > 0) and
+ * remove their pid files. */
+static void stop_started(const char *dir, const long *pids, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (pids[i] > 0 && pid_is_tallyd(pids[i]))
+            kill((pid_t)pids[i], SIGTERM);
+    uint64_t deadline = mono_ms() + 5000;
+    for (uint32_t i = 0; i < n; i++) {
+        while (pids[i] > 0 && pid_is_tallyd(pids[i]) && mono_ms() < deadline) {
+            while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+            sleep_ms(20);
+        }
+        if (pids[i] > 0 && pid_is_tallyd(pids[i]))
+            kill((pid_t)pids[i], SIGKILL);
+        char path[PATH_MAX];
+        if (pids[i] > 0 && path_in(path, sizeof(path), dir, "replica-%u.pid", i) == 0)
+            unlink(path);
+    }
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
 static int write_pid(const char *dir, uint32_t id, long pid)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 8];
@@ -267,6 +318,7 @@ int testnet_start(const struct testnet_start_opts *o)
         return 1;
     }
     int status = 1;
+    long started[CONFIG_MAX_REPLICAS] = {0}; /* by this run: stopped again on failure */
     for (uint32_t i = 0; i < cfg.n; i++) {
         long pid = testnet_running_pid(o->dir, i);
         if (pid > 0) {
@@ -277,6 +329,7 @@ int testnet_start(const struct testnet_start_opts *o)
         pid = spawn_replica(tallyd, o->dir, i);
         if (pid < 0)
             goto out;
+        started[i] = pid;
         if (write_pid(o->dir, i, pid) != 0) {
             fprintf(stderr, "tally testnet: cannot write the pid file of replica %u\n", i);
             goto out;
@@ -303,8 +356,10 @@ int testnet_start(const struct testnet_start_opts *o)
             while (waitpid(-1, &ws, WNOHANG) > 0)
                 ;
             if (testnet_running_pid(o->dir, i) == 0) {
-                fprintf(stderr, "tally testnet: replica %u exited; see %s/replica-%u.log\n", i,
-                        o->dir, i);
+                char why[512];
+                last_log_line(o->dir, i, why, sizeof(why));
+                fprintf(stderr, "tally testnet: replica %u exited%s%s (see %s/replica-%u.log)\n", i,
+                        why[0] ? ": " : "", why, o->dir, i);
                 client_close(cl);
                 goto out;
             }
@@ -338,12 +393,30 @@ int testnet_start(const struct testnet_start_opts *o)
     }
     status = 0;
 out:
+    if (status != 0)
+        stop_started(o->dir, started, cfg.n);
     config_free(&cfg);
     return status;
 }
 
 int testnet_stop(const char *dir, uint64_t wait_ms, bool json)
 {
+    char cluster[PATH_MAX];
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        fprintf(stderr, "tally testnet stop: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "tally testnet stop: %s is not a directory\n", dir);
+        return 1;
+    }
+    if (snprintf(cluster, sizeof(cluster), "%s/cluster.json", dir) >= (int)sizeof(cluster) ||
+        access(cluster, F_OK) != 0) {
+        fprintf(stderr, "tally testnet stop: %s is not a testnet directory (no cluster.json)\n",
+                dir);
+        return 1;
+    }
     long pids[CONFIG_MAX_REPLICAS] = {0};
     uint32_t found = 0, killed = 0;
     for (uint32_t i = 0; i < CONFIG_MAX_REPLICAS; i++) {
