@@ -103,6 +103,10 @@ int tc_keyfile_write(const char *path, const tc_keypair *kp, struct tally_err *e
 int tc_keyfile_write_flags(const char *path, const tc_keypair *kp, unsigned flags,
                            struct tally_err *err);
 int tc_keyfile_read(const char *path, tc_keypair *kp, struct tally_err *err);
+/* The same on the bytes of a key file already read (path names it in
+ * messages): what tc_keyfile_read does after its permission and size checks. */
+int tc_keyfile_parse(const char *buf, size_t len, const char *path, tc_keypair *kp,
+                     struct tally_err *err);
 
 /* A public key as 64 hex chars. Returns 0 or TALLY_EFORMAT (with err set). */
 int tc_pubkey_parse(const char *hex, tc_pubkey *pk, struct tally_err *err);

@@ -77,46 +77,22 @@ out:
     return rc;
 }
 
-int tc_keyfile_read(const char *path, tc_keypair *kp, struct tally_err *err)
+int tc_keyfile_parse(const char *buf, size_t len, const char *path, tc_keypair *kp,
+                     struct tally_err *err)
 {
-    char buf[KEYFILE_MAX_BYTES + 1];
     uint8_t seed[TC_SEED_BYTES];
     json_t *obj = NULL;
     json_error_t jerr;
     tc_pubkey want_pk;
-    struct stat st;
-    ssize_t got = 0;
     int rc = TALLY_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
 
     kp->sk = NULL;
-    if (fd < 0) {
-        rc = tally_errf(err, errno == ENOENT ? TALLY_ENOTFOUND : TALLY_EIO,
-                        "%s: cannot open key file: %s", path, strerror(errno));
+    if (len > KEYFILE_MAX_BYTES) {
+        rc = tally_errf(err, TALLY_ETOOBIG, "%s: key file is %zu bytes, at most %d expected", path,
+                        len, KEYFILE_MAX_BYTES);
         goto out;
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = tally_errf(err, TALLY_EFORMAT, "%s: not a regular file", path);
-        goto out;
-    }
-    if ((st.st_mode & 077) != 0) {
-        rc = tally_errf(err, TALLY_EPERM,
-                        "%s: key file is readable by others (mode %03o); run chmod 600 %s", path,
-                        (unsigned)(st.st_mode & 0777), path);
-        goto out;
-    }
-    if (st.st_size > KEYFILE_MAX_BYTES) {
-        rc = tally_errf(err, TALLY_ETOOBIG, "%s: key file is %lld bytes, at most %d expected", path,
-                        (long long)st.st_size, KEYFILE_MAX_BYTES);
-        goto out;
-    }
-    got = read(fd, buf, KEYFILE_MAX_BYTES);
-    if (got < 0) {
-        rc = tally_errf(err, TALLY_EIO, "%s: cannot read key file: %s", path, strerror(errno));
-        goto out;
-    }
-    buf[got] = '\0';
-    obj = json_loadb(buf, (size_t)got, JSON_REJECT_DUPLICATES, &jerr);
+    obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (obj == NULL || !json_is_object(obj)) {
         rc = tally_errf(err, TALLY_EFORMAT, "%s: not a tally key file (line %d: %s)", path,
                         jerr.line, obj == NULL ? jerr.text : "expected a JSON object");
@@ -152,10 +128,50 @@ int tc_keyfile_read(const char *path, tc_keypair *kp, struct tally_err *err)
         goto out;
     }
 out:
+    json_decref(obj);
+    sodium_memzero(seed, sizeof(seed));
+    return rc;
+}
+
+int tc_keyfile_read(const char *path, tc_keypair *kp, struct tally_err *err)
+{
+    char buf[KEYFILE_MAX_BYTES + 1];
+    struct stat st;
+    ssize_t got = 0;
+    int rc = TALLY_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    kp->sk = NULL;
+    if (fd < 0) {
+        rc = tally_errf(err, errno == ENOENT ? TALLY_ENOTFOUND : TALLY_EIO,
+                        "%s: cannot open key file: %s", path, strerror(errno));
+        goto out;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = tally_errf(err, TALLY_EFORMAT, "%s: not a regular file", path);
+        goto out;
+    }
+    if ((st.st_mode & 077) != 0) {
+        rc = tally_errf(err, TALLY_EPERM,
+                        "%s: key file is readable by others (mode %03o); run chmod 600 %s", path,
+                        (unsigned)(st.st_mode & 0777), path);
+        goto out;
+    }
+    if (st.st_size > KEYFILE_MAX_BYTES) {
+        rc = tally_errf(err, TALLY_ETOOBIG, "%s: key file is %lld bytes, at most %d expected", path,
+                        (long long)st.st_size, KEYFILE_MAX_BYTES);
+        goto out;
+    }
+    got = read(fd, buf, KEYFILE_MAX_BYTES);
+    if (got < 0) {
+        rc = tally_errf(err, TALLY_EIO, "%s: cannot read key file: %s", path, strerror(errno));
+        goto out;
+    }
+    buf[got] = '\0';
+    rc = tc_keyfile_parse(buf, (size_t)got, path, kp, err);
+out:
     if (fd >= 0)
         close(fd);
-    json_decref(obj);
     sodium_memzero(buf, sizeof(buf));
-    sodium_memzero(seed, sizeof(seed));
     return rc;
 }
