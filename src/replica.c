@@ -740,7 +740,8 @@ static int cmp_found(const void *a, const void *b)
 
 /* Transactions of one REQUEST that are already in the ledger: one REPLY per
  * block they are in (a late or retried request costs one signature per
- * block, not per transaction). */
+ * block, not per transaction). Height 0 holds those rejected before ordering
+ * (bad signature), answered with a zero block hash. */
 static void reply_from_ledger(struct replica *r, const struct verifier_event *ev, size_t nfound,
                               uint64_t view)
 {
@@ -759,7 +760,8 @@ static void reply_from_ledger(struct replica *r, const struct verifier_event *ev
             b++;
         }
         tc_hash bh;
-        if (block_hash_at(r, r->found[a].height, &bh) == 0) {
+        memset(bh.b, 0, sizeof(bh.b)); /* height 0: rejected before ordering */
+        if (r->found[a].height == 0 || block_hash_at(r, r->found[a].height, &bh) == 0) {
             send_reply(r, ev->pipe, view, r->found[a].height, &bh, r->found_entries, cnt);
             atomic_fetch_add(&r->replies_from_ledger, 1);
         }
@@ -790,6 +792,14 @@ static void handle_request(struct replica *r, const struct verifier_event *ev, u
             /* Executed before: answer with the stored result, do not re-order. */
             r->found[nfound++] =
                 (struct found_item){.height = height, .index = i, .result = result};
+            continue;
+        }
+        if (!ev->sig_ok[i]) {
+            /* Not signed by its sender: never ordered, never stored (anyone
+             * could fill the ledger otherwise). The client still gets an
+             * answer it can trust from f+1 replicas: rejected, at height 0. */
+            r->found[nfound++] = (struct found_item){
+                .height = 0, .index = i, .result = LEDGER_RESULT_BAD_SIGNATURE};
             continue;
         }
         bool fresh = false;
@@ -1207,7 +1217,8 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         goto fail;
     if ((rc = ledger_init_genesis(r->ledger, cfg->genesis.accounts, cfg->genesis.count, err)) !=
         0) {
-        tally_err_wrap(err, "data directory %s: ", o->data_dir);
+        if (strstr(err->msg, o->data_dir) == NULL) /* name it once */
+            tally_err_wrap(err, "data directory %s: ", o->data_dir);
         goto fail;
     }
 
@@ -1254,7 +1265,8 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
     if ((rc = verifier_start(&vo, &r->verifier, err)) != 0)
         goto fail;
     if ((rc = restore_state(r, err)) != 0) {
-        tally_err_wrap(err, "data directory %s: ", o->data_dir);
+        if (strstr(err->msg, o->data_dir) == NULL) /* name it once */
+            tally_err_wrap(err, "data directory %s: ", o->data_dir);
         goto fail;
     }
 

@@ -13,6 +13,14 @@ E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/tally-e2e.XXXXXX")
 E2E_PIDS=()
 E2E_START=$(date +%s)
 
+# alive PID: the process runs (exists and is not a zombie: a zombie's
+# cmdline reads empty). Note that [ -s /proc/PID/cmdline ] is always false:
+# procfs reports size 0.
+alive() {
+    local c
+    { c=$(tr -d '\0' <"/proc/$1/cmdline"); } 2>/dev/null && [ -n "$c" ]
+}
+
 e2e_cleanup() {
     local rc=$?
     # Stop what this test started: pid files under E2E_TMP and E2E_PIDS.
@@ -27,7 +35,7 @@ e2e_cleanup() {
     done
     local deadline=$((SECONDS + 10))
     for p in "${pids[@]+"${pids[@]}"}"; do
-        while [ -s "/proc/$p/cmdline" ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+        while alive "$p" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
         kill -KILL "$p" 2>/dev/null || true
     done
     if [ $rc -ne 0 ]; then

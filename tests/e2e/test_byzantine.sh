@@ -24,7 +24,7 @@ timeout 60 "$TALLY" testnet start --dir "$D" --json >/dev/null
 # Replace replica 0 (the primary of view 0) by the equivocating build.
 pid=$(cat "$D/replica-0.pid")
 kill -TERM "$pid"
-while [ -s "/proc/$pid/cmdline" ]; do sleep 0.05; done
+while alive "$pid"; do sleep 0.05; done
 TALLY_FAULT=equivocate "$FAULTY" --config "$CFG" --id 0 --data "$D/data-0" \
     >>"$D/replica-0.log" 2>&1 &
 echo $! >"$D/replica-0.pid"

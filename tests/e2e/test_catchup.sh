@@ -42,7 +42,7 @@ ok "round 1: $((CLIENTS * 50)) transfers"
 victim=3
 pid=$(cat "$D/replica-$victim.pid")
 kill -KILL "$pid"
-while [ -s "/proc/$pid/cmdline" ]; do sleep 0.05; done
+while alive "$pid"; do sleep 0.05; done
 at_kill=$(status | jq -r '[.replicas[] | select(.up) | .status.last_executed] | max')
 ok "kill -9 replica $victim (pid $pid) at seq $at_kill"
 

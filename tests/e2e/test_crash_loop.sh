@@ -52,7 +52,7 @@ for c in $(seq 1 "$CYCLES"); do
     sleep "$(ms $((RANDOM % 400)))" # a random moment under load
     pid=$(cat "$D/replica-$victim.pid")
     kill -KILL "$pid" 2>/dev/null || true
-    while [ -s "/proc/$pid/cmdline" ]; do sleep 0.01; done
+    while alive "$pid"; do sleep 0.01; done
     sleep "$(ms $((RANDOM % 600)))" # a random pause
     timeout 60 "$TALLY" testnet start --dir "$D" --json >/dev/null ||
         fail "cycle $c: replica $victim did not restart"

@@ -149,7 +149,8 @@ wait_until 60 same_height || fail "replicas did not converge"
 for i in 0 1 2 3; do kill -TERM "$(cat "$D/replica-$i.pid")"; done
 for i in 0 1 2 3; do
     p=$(cat "$D/replica-$i.pid")
-    wait_until 10 test ! -e "/proc/$p/cmdline" || kill -KILL "$p" 2>/dev/null || true
+    dead() { ! alive "$1"; }
+    wait_until 10 dead "$p" || kill -KILL "$p" 2>/dev/null || true
 done
 heads=()
 for i in 0 1 2 3; do

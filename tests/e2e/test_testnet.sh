@@ -121,7 +121,7 @@ pids=$(cat "$D"/replica-*.pid)
 out=$("$TALLY" testnet stop --dir "$D" --json)
 expect_eq "stopped" "$(jq -r .stopped <<<"$out")" 4
 expect_eq "killed" "$(jq -r .killed <<<"$out")" 0
-for p in $pids; do [ ! -s "/proc/$p/cmdline" ] || fail "pid $p still running"; done
+for p in $pids; do ! alive "$p" || fail "pid $p still running"; done
 grep -q "stopped cleanly" "$D/replica-0.log" || fail "no clean shutdown line"
 set +e
 "$TALLY" status --config "$D/cluster.json" --timeout 0.3 --json >"$E2E_TMP/st.json"
