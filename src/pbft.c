@@ -170,6 +170,11 @@ static void slot_reset(struct pbft_slot *s, uint64_t seq, uint64_t now_ms)
     s->since_ms = now_ms;
 }
 
+void pbft_slot_progress_reset(struct pbft *p, struct pbft_slot *s, uint64_t seq)
+{
+    slot_reset(s, seq, p->now_ms);
+}
+
 struct pbft_slot *pbft_slot_find(struct pbft *p, uint64_t seq)
 {
     if (seq == 0)
@@ -386,11 +391,26 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         pbft_checkpoint_stabilize(p, rec->cert);
         return TALLY_OK;
     }
-    if (rec->seq <= p->last_executed)
-        return TALLY_OK; /* already in the ledger */
-    s = pbft_slot_acquire(p, rec->seq);
-    if (s == NULL)
-        return TALLY_OK; /* cannot be outside the window we accepted it in */
+    /* Executed entries above the stable checkpoint are restored too (marked
+     * executed): their batches and prepared certificates must still appear
+     * in our VIEW-CHANGEs, or a batch committed before a restart of f+1
+     * correct replicas could be given up by the next view. */
+    bool executed = rec->seq <= p->last_executed;
+    if (executed && rec->seq <= p->stable)
+        return TALLY_OK; /* covered by the stable checkpoint */
+    if (rec->seq == 0 || rec->seq > p->low + p->cfg.window || rec->seq + p->cfg.window <= p->low)
+        return TALLY_OK; /* outside what the ring holds */
+    s = &p->slots[rec->seq % p->nslots];
+    if (s->seq != rec->seq) {
+        pbft_slot_progress_reset(p, s, rec->seq);
+    }
+    /* One record per (kind, seq) survives: they may come from different views
+     * (a PRE-PREPARE of a new view over a COMMIT of an old one). The newest
+     * view wins; an older COMMIT keeps its certificate only for the same batch. */
+    if (rec->view < s->view && rec->kind != PBFT_PERSIST_COMMIT)
+        return TALLY_OK;
+    if (executed)
+        s->executed = s->committed = true;
     switch (rec->kind) {
     case PBFT_PERSIST_PREPREPARE: {
         if (rec->batch == NULL || rec->batch->count > MSG_MAX_BATCH)
@@ -399,11 +419,18 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         if (rc != TALLY_OK)
             return rc;
         msg_batch_digest(rec->batch, &s->digest);
+        if (rec->view > s->view) {
+            s->prepare_from = s->commit_from = 0;
+            s->sent_prepare = s->sent_commit = false;
+        }
         s->view = rec->view;
         s->pp_sig = rec->sig;
         s->has_pre_prepare = true;
-        for (uint32_t i = 0; i < s->count; i++)
-            pbft_txset_mark_inflight(p, &s->hashes[i]);
+        if (s->has_cert && memcmp(s->cert_digest.b, s->digest.b, TC_HASH_BYTES) != 0)
+            s->has_cert = false;
+        if (!executed)
+            for (uint32_t i = 0; i < s->count; i++)
+                pbft_txset_mark_inflight(p, &s->hashes[i]);
         if (pbft_primary_of(p, rec->view) == me && rec->seq > p->next_seq)
             p->next_seq = rec->seq;
         return TALLY_OK;
@@ -414,12 +441,17 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         s->prepare_from |= 1u << me;
         s->prepare_digest[me] = rec->digest;
         return TALLY_OK;
-    case PBFT_PERSIST_COMMIT:
-        s->view = rec->view;
-        s->sent_commit = true;
-        s->commit_from |= 1u << me;
-        s->commit_digest[me] = rec->digest;
-        if (rec->prepare_sigs != NULL && rec->prepare_from != 0) {
+    case PBFT_PERSIST_COMMIT: {
+        bool same_batch =
+            !s->has_pre_prepare || memcmp(s->digest.b, rec->digest.b, TC_HASH_BYTES) == 0;
+        if (rec->view >= s->view) {
+            s->view = rec->view;
+            s->sent_commit = true;
+            s->commit_from |= 1u << me;
+            s->commit_digest[me] = rec->digest;
+        }
+        if (same_batch && rec->prepare_sigs != NULL && rec->prepare_from != 0 &&
+            (!s->has_cert || rec->view >= s->cert_view)) {
             s->has_cert = true;
             s->cert_view = rec->view;
             s->cert_digest = rec->digest;
@@ -429,6 +461,7 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
                     s->cert_sig[i] = rec->prepare_sigs[i];
         }
         return TALLY_OK;
+    }
     default:
         return TALLY_EINVAL;
     }

@@ -149,6 +149,7 @@ struct pbft {
     uint64_t views_changed;
     struct pbft_vc_store vcs[PBFT_MAX_REPLICAS];
     uint64_t vc_rejected[PBFT_MAX_REPLICAS]; /* highest view of an invalid VIEW-CHANGE, by sender */
+    uint64_t vc_checked_ms[2 * PBFT_MAX_REPLICAS]; /* last full validation, by sender */
     uint64_t suspect; /* we suspect the primary: the view we ask for (0: no) */
     uint64_t suspect_of[PBFT_MAX_REPLICAS]; /* ... and what each replica's last status asked for */
     uint8_t *nv_bytes;                      /* the NEW-VIEW of `view`, for replicas still behind */
@@ -162,6 +163,8 @@ bool pbft_in_window(const struct pbft *p, uint64_t seq);
 struct pbft_slot *pbft_slot_acquire(struct pbft *p, uint64_t seq);
 /* The slot for seq if it holds seq (also below the window, while retained), else NULL. */
 struct pbft_slot *pbft_slot_find(struct pbft *p, uint64_t seq);
+/* Make s the (empty) entry of seq, dropping what it held (restore only). */
+void pbft_slot_progress_reset(struct pbft *p, struct pbft_slot *s, uint64_t seq);
 int pbft_slot_store_batch(struct pbft *p, struct pbft_slot *s, const struct msg_batch *b);
 void pbft_drop(struct pbft *p, const char *why, const struct msg *m);
 bool pbft_persist_rec(struct pbft *p, const struct pbft_persist *rec);

@@ -98,6 +98,17 @@ static uint32_t popcount(uint32_t x)
     return (uint32_t)__builtin_popcount(x);
 }
 
+/* Rate limit on full validations, per sender (VIEW-CHANGE: 0..n-1,
+ * NEW-VIEW: PBFT_MAX_REPLICAS + sender). */
+static bool vc_check_allowed(struct pbft *p, uint32_t who)
+{
+    uint64_t gap = pbft_retransmit_interval(p) / 2;
+    if (p->vc_checked_ms[who] != 0 && p->now_ms - p->vc_checked_ms[who] < gap)
+        return false;
+    p->vc_checked_ms[who] = p->now_ms ? p->now_ms : 1;
+    return true;
+}
+
 /* --- validating a VIEW-CHANGE ------------------------------------------------ */
 
 /* Everything a VIEW-CHANGE claims, checked (its envelope was verified by
@@ -242,8 +253,13 @@ static bool build_vc(struct pbft *p, struct msg_buf *b)
     }
     /* Count first, then the entries. */
     uint32_t count = 0;
+    /* A certificate is only worth its batch: a slot that took another
+     * view's different batch since no longer holds it (and that certificate
+     * never committed: the new view's O would have kept it). */
     for (uint64_t seq = p->stable + 1; seq <= p->stable + p->cfg.window; seq++) {
         struct pbft_slot *s = pbft_slot_find(p, seq);
+        if (s != NULL && s->has_cert && memcmp(s->digest.b, s->cert_digest.b, TC_HASH_BYTES) != 0)
+            s->has_cert = false;
         if (s != NULL && s->has_cert)
             count++;
     }
@@ -347,6 +363,14 @@ void pbft_recv_view_change(struct pbft *p, const struct msg *m)
     }
     if (p->vcs[m->sender].view >= w) {
         pbft_drop(p, "duplicate view-change", m);
+        return;
+    }
+    if (!vc_check_allowed(p, m->sender)) {
+        /* Bounded work per faulty sender: a full validation costs up to
+         * 2f x window signature checks; at most one per sender per half
+         * retransmit interval (a correct sender sends a new view-change once
+         * per view-change timeout; repeats are duplicates above). */
+        pbft_drop(p, "view-change too soon after the last one checked", m);
         return;
     }
     const char *why = "";
@@ -681,6 +705,10 @@ void pbft_recv_new_view(struct pbft *p, const struct msg *m)
         pbft_drop(p, "new-view not from the view's primary", m);
         return;
     }
+    if (!vc_check_allowed(p, PBFT_MAX_REPLICAS + m->sender)) {
+        pbft_drop(p, "new-view too soon after the last one checked", m);
+        return;
+    }
     struct msg vcs[PBFT_MAX_REPLICAS];
     uint32_t n = 0;
     struct vc_selection sel;
@@ -691,8 +719,10 @@ void pbft_recv_new_view(struct pbft *p, const struct msg *m)
         p->dropped++;
         LOG_WARN("L2163", "r%u v%llu NEW-VIEW from r%u for view %llu rejected: %s", p->cfg.id,
                  (unsigned long long)p->view, m->sender, (unsigned long long)w, why);
-        /* Proof that the primary of w misbehaves: on to the next view. */
-        if (w >= p->view)
+        /* Proof that the primary of w misbehaves, but it only moves replicas
+         * already changing to w: anyone else would let one faulty replica
+         * push everybody out of a working view (or to any view number). */
+        if (w == p->view && !p->view_active)
             pbft_vc_start(p, w + 1, "the new primary sent an invalid NEW-VIEW");
         return;
     }
