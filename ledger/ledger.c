@@ -11,6 +11,10 @@
 #include "ledger/block.h"
 #include "ledger/ledger_internal.h"
 
+/* RocksDB's block cache (uncompressed blocks; grows as used). 1,000,000
+ * accounts take ~60 MB of account blocks. */
+#define LEDGER_BLOCK_CACHE_BYTES ((size_t)256 << 20)
+
 /* One account touched by the block being applied, in first-touch order. */
 struct acct_entry {
     tc_pubkey pk;
@@ -25,6 +29,7 @@ struct ledger {
     rocksdb_options_t *options;
     rocksdb_env_t *env; /* in-memory env, or NULL */
     rocksdb_block_based_table_options_t *table;
+    rocksdb_cache_t *cache; /* block cache, LEDGER_BLOCK_CACHE_BYTES */
     rocksdb_readoptions_t *ro;
     rocksdb_writeoptions_t *wo;
     rocksdb_writebatch_t *batch; /* staged meta changes + the block being written */
@@ -50,6 +55,7 @@ struct ledger {
     uint32_t nacct;
     uint32_t *acct_slots; /* open addressing: entry index + 1, 0 = empty */
     uint32_t *tx_slots;   /* same, over hashes[] of first occurrences */
+    uint32_t *order;      /* up to 2 * cap: keys of the WriteBatch in ascending order */
     uint32_t slot_mask;
     uint8_t hash_key[crypto_shorthash_KEYBYTES];
 };
@@ -115,6 +121,20 @@ static void batch_clear(struct ledger *l)
     rocksdb_writebatch_clear(l->batch);
     l->cert_staged = false;
     l->cert_staged_max = 0;
+}
+
+/* Undo the block's puts after a failed write, keeping staged meta changes.
+ * RocksDB aborts on a NULL error pointer when the rollback itself fails: then
+ * drop everything staged (the caller reports the write error and the replica
+ * stops). */
+static void batch_rollback(struct ledger *l)
+{
+    char *e = NULL;
+    rocksdb_writebatch_rollback_to_save_point(l->batch, &e);
+    if (e != NULL) {
+        rocksdb_free(e);
+        batch_clear(l);
+    }
 }
 
 /* ---- head ------------------------------------------------------------------- */
@@ -222,13 +242,35 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
         goto fail;
     }
     randombytes_buf(l->hash_key, sizeof(l->hash_key));
+    /* Tuned for what apply_block does: two random point reads per transfer
+     * (accounts) and one that misses (the tx index); see BENCHMARKS.md,
+     * "The ledger alone". None of this changes the keys or values stored. */
     rocksdb_block_based_options_set_filter_policy(l->table,
                                                   rocksdb_filterpolicy_create_bloom_full(10));
+    l->cache = rocksdb_cache_create_lru(LEDGER_BLOCK_CACHE_BYTES);
+    rocksdb_block_based_options_set_block_cache(l->table, l->cache);
+    rocksdb_block_based_options_set_data_block_index_type(
+        l->table, rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
     rocksdb_options_set_block_based_table_factory(l->options, l->table);
+    /* Account keys and values, tx hashes and signed blocks are random bytes:
+     * compressing them costs CPU on every flush, compaction and read and saves
+     * next to nothing. */
+    rocksdb_options_set_compression(l->options, rocksdb_no_compression);
+    /* A bloom filter over the memtable's keys: most reads (every tx-index
+     * probe, most accounts) miss the memtable and skip its skip list. */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(l->options, 0.05);
+    rocksdb_options_set_memtable_whole_key_filtering(l->options, 1);
+    /* Read SST files through mmap: a block-cache miss is a page-cache hit
+     * without a pread() and a copy (one per account not touched lately).
+     * RocksDB's in-memory environment cannot mmap. */
+    rocksdb_options_set_allow_mmap_reads(l->options, !opts->in_memory);
     rocksdb_options_set_create_if_missing(l->options, !opts->read_only);
     rocksdb_options_set_paranoid_checks(l->options, 1);
     rocksdb_options_set_keep_log_file_num(l->options, 4);
-    rocksdb_options_set_info_log_level(l->options, 2 /* WARN */);
+    /* FATAL only: RocksDB's own LOG lives in the data directory, and on a
+     * full disk its background threads abort the process when they cannot
+     * write a warning there (seen with Debian's 7.8.3). */
+    rocksdb_options_set_info_log_level(l->options, 4 /* FATAL */);
     if (opts->in_memory) {
         l->env = rocksdb_create_mem_env();
         rocksdb_options_set_env(l->options, l->env);
@@ -290,6 +332,8 @@ void ledger_close(struct ledger *l)
     rocksdb_readoptions_destroy(l->ro);
     rocksdb_options_destroy(l->options);
     rocksdb_block_based_options_destroy(l->table);
+    if (l->cache != NULL)
+        rocksdb_cache_destroy(l->cache);
     if (l->env != NULL)
         rocksdb_env_destroy(l->env);
     free(l->results);
@@ -299,6 +343,7 @@ void ledger_close(struct ledger *l)
     free(l->accts);
     free(l->acct_slots);
     free(l->tx_slots);
+    free(l->order);
     free(l->dir);
     free(l);
 }
@@ -432,7 +477,7 @@ int ledger_init_genesis(struct ledger *l, const struct ledger_genesis_account *a
     rocksdb_writebatch_put(l->batch, (const char *)&hkey, 1, (const char *)head, sizeof(head));
     rc = db_write(l, err);
     if (rc != TALLY_OK) {
-        rocksdb_writebatch_rollback_to_save_point(l->batch, NULL);
+        batch_rollback(l);
         memset(&l->genesis_hash, 0, sizeof(l->genesis_hash));
         tally_err_wrap(err, "writing genesis");
         goto out;
@@ -479,7 +524,10 @@ static int ensure_capacity(struct ledger *l, uint32_t count, struct tally_err *e
     uint32_t *ts = realloc(l->tx_slots, (size_t)slots * sizeof(uint32_t));
     if (ts != NULL)
         l->tx_slots = ts;
-    if (!results || !hashes || !indexed || !buf || !accts || !as || !ts)
+    uint32_t *order = realloc(l->order, 2 * (size_t)want * sizeof(uint32_t));
+    if (order != NULL)
+        l->order = order;
+    if (!results || !hashes || !indexed || !buf || !accts || !as || !ts || !order)
         return tally_errf(err, TALLY_ENOMEM, "out of memory for a block of %u transactions", count);
     l->cap = want;
     l->slot_mask = slots - 1;
@@ -613,6 +661,18 @@ static int execute_transfer(struct ledger *l, uint64_t height, const struct ledg
     return TALLY_OK;
 }
 
+static int cmp_acct_idx(const void *a, const void *b, void *ctx)
+{
+    const struct acct_entry *v = ctx;
+    return memcmp(v[*(const uint32_t *)a].pk.b, v[*(const uint32_t *)b].pk.b, TC_PUBKEY_BYTES);
+}
+
+static int cmp_hash_idx(const void *a, const void *b, void *ctx)
+{
+    const tc_hash *v = ctx;
+    return memcmp(v[*(const uint32_t *)a].b, v[*(const uint32_t *)b].b, TC_HASH_BYTES);
+}
+
 static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_bytes, uint32_t count,
                        const uint8_t *sig_ok, bool verify, struct ledger_block_result *out,
                        struct tally_err *err)
@@ -699,14 +759,39 @@ static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_byte
     tc_hash hash;
     ledger_block_header_hash(&h, &hash);
 
-    /* One WriteBatch: staged meta (already in l->batch), block, index, accounts, head. */
+    /* One WriteBatch: staged meta (already in l->batch), then accounts, block,
+     * head and tx index, in ascending key order. The order changes nothing
+     * stored; RocksDB's memtable (a skip list) is its biggest cost here, and
+     * keys inserted in order share the upper part of their search paths
+     * (still in cache) instead of each walking a random one (BENCHMARKS.md,
+     * "The ledger alone"). */
     rocksdb_writebatch_set_save_point(l->batch);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < l->nacct; i++)
+        if (l->accts[i].dirty)
+            l->order[n++] = i;
+    qsort_r(l->order, n, sizeof(uint32_t), cmp_acct_idx, l->accts);
+    for (uint32_t k = 0; k < n; k++) {
+        const struct acct_entry *e = &l->accts[l->order[k]];
+        uint8_t key[1 + TC_PUBKEY_BYTES], val[LEDGER_ACCOUNT_BYTES];
+        account_key(&e->pk, key);
+        account_encode(&e->cur, val);
+        rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)val,
+                               sizeof(val));
+    }
     uint8_t bkey[9];
     ledger_block_key(height, bkey);
     rocksdb_writebatch_put(l->batch, (const char *)bkey, sizeof(bkey), (const char *)buf, size);
-    for (uint32_t i = 0; i < count; i++) {
-        if (!l->indexed[i])
-            continue;
+    uint8_t hkey = LEDGER_KEY_HEAD, head[LEDGER_HEAD_BYTES];
+    head_encode(l, height, &hash, &l->lt_next, head);
+    rocksdb_writebatch_put(l->batch, (const char *)&hkey, 1, (const char *)head, sizeof(head));
+    n = 0;
+    for (uint32_t i = 0; i < count; i++)
+        if (l->indexed[i])
+            l->order[n++] = i;
+    qsort_r(l->order, n, sizeof(uint32_t), cmp_hash_idx, l->hashes);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = l->order[k];
         uint8_t key[1 + TC_HASH_BYTES], val[LEDGER_TXINDEX_BYTES];
         key[0] = LEDGER_KEY_TX;
         memcpy(key + 1, l->hashes[i].b, TC_HASH_BYTES);
@@ -716,22 +801,9 @@ static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_byte
         rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)val,
                                sizeof(val));
     }
-    for (uint32_t i = 0; i < l->nacct; i++) {
-        struct acct_entry *e = &l->accts[i];
-        if (!e->dirty)
-            continue;
-        uint8_t key[1 + TC_PUBKEY_BYTES], val[LEDGER_ACCOUNT_BYTES];
-        account_key(&e->pk, key);
-        account_encode(&e->cur, val);
-        rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)val,
-                               sizeof(val));
-    }
-    uint8_t hkey = LEDGER_KEY_HEAD, head[LEDGER_HEAD_BYTES];
-    head_encode(l, height, &hash, &l->lt_next, head);
-    rocksdb_writebatch_put(l->batch, (const char *)&hkey, 1, (const char *)head, sizeof(head));
     rc = db_write(l, err);
     if (rc != TALLY_OK) {
-        rocksdb_writebatch_rollback_to_save_point(l->batch, NULL); /* keep staged meta */
+        batch_rollback(l); /* keep staged meta */
         goto fail;
     }
     batch_clear(l);
@@ -1122,4 +1194,36 @@ int ledger_cert_check(struct ledger *l, const struct ledger_cert *c, const tc_pu
                           height, want, have);
     }
     return TALLY_OK;
+}
+
+/* ---- integrity ---------------------------------------------------------------- */
+
+int ledger_verify_files(struct ledger *l, uint64_t *keys, struct tally_err *err)
+{
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    if (ro == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory");
+    rocksdb_readoptions_set_verify_checksums(ro, 1);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(l->db, ro);
+    uint64_t n = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t len;
+        (void)rocksdb_iter_key(it, &len);
+        (void)rocksdb_iter_value(it, &len);
+        n++;
+    }
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    int rc = TALLY_OK;
+    if (e != NULL) {
+        rc = rocks_err(err, e, l->dir, "checking every stored block checksum");
+        if (rc != TALLY_ECORRUPT)
+            rc = tally_errf(err, TALLY_ECORRUPT, "%s", tally_err_text(err));
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    if (keys != NULL)
+        *keys = n;
+    return rc;
 }

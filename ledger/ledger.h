@@ -166,6 +166,14 @@ int ledger_cert_check(struct ledger *l, const struct ledger_cert *c, const tc_pu
                       uint32_t n, uint32_t quorum, struct tally_err *err)
     __attribute__((warn_unused_result));
 
+/* ---- integrity -------------------------------------------------------------- */
+
+/* Read every key and value once with RocksDB's block checksums verified (and
+ * nothing cached): TALLY_ECORRUPT "data directory X is corrupt: ..." when any
+ * stored file is damaged. A replica runs this before serving anything; cost:
+ * one sequential read of the database. *keys (may be NULL) gets the count. */
+int ledger_verify_files(struct ledger *l, uint64_t *keys, struct tally_err *err);
+
 /* ---- meta: the protocol's key/value space ---------------------------------- */
 
 /* Keys are arbitrary bytes (1..LEDGER_META_MAX_KEY); the ledger stores them

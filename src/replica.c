@@ -798,8 +798,8 @@ static void handle_request(struct replica *r, const struct verifier_event *ev, u
             /* Not signed by its sender: never ordered, never stored (anyone
              * could fill the ledger otherwise). The client still gets an
              * answer it can trust from f+1 replicas: rejected, at height 0. */
-            r->found[nfound++] = (struct found_item){
-                .height = 0, .index = i, .result = LEDGER_RESULT_BAD_SIGNATURE};
+            r->found[nfound++] =
+                (struct found_item){.height = 0, .index = i, .result = LEDGER_RESULT_BAD_SIGNATURE};
             continue;
         }
         bool fresh = false;
@@ -1214,6 +1214,10 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
     }
 
     if ((rc = ledger_open(o->data_dir, &r->ledger, err)) != 0)
+        goto fail;
+    /* Never serve from damaged files: check every block checksum first. */
+    uint64_t keys = 0;
+    if ((rc = ledger_verify_files(r->ledger, &keys, err)) != 0)
         goto fail;
     if ((rc = ledger_init_genesis(r->ledger, cfg->genesis.accounts, cfg->genesis.count, err)) !=
         0) {

@@ -2,19 +2,27 @@
  * throughput, receipt latency and how close that is to the machine's crypto
  * ceiling. Closed loop (--outstanding N in flight) or open loop (--rate R on a
  * schedule); a measured window after a warm-up, or a fixed count. The pure
- * parts (percentiles, ceiling, schedule) are in tools/lib/bench.c. */
+ * parts (percentiles, ceiling, schedule) are in tools/lib/bench.c.
+ * `tally bench --ledger` times the ledger alone (ledger_apply_block* on a
+ * temporary data directory with N accounts), no cluster involved. */
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
+#include "ledger/ledger.h"
+#include "ledger/ledger_internal.h" /* the RocksDB handle: wait for compactions */
 #include "ledger/tx.h"
 #include "tools/cmds.h"
 #include "tools/lib/bench.h"
@@ -30,6 +38,10 @@
 #define BENCH_EST_FLOOR 5000.0       /* closed loop: sign for at least this tx/s */
 #define BENCH_DEFAULT_OUTSTANDING 256
 #define BENCH_DEFAULT_CAP 4096
+#define LB_BALANCE 1000000000ull /* --ledger: every account's starting balance */
+#define LB_SETUP_BLOCK 50000u    /* transfers per account-creating block */
+#define LB_WARMUP_BLOCKS 2u      /* applied (and not timed) before each timed run */
+#define LB_MAX_ACCOUNTS 10000000ull
 
 struct bench_opts {
     const char *config_path, *accounts_dir;
@@ -38,6 +50,10 @@ struct bench_opts {
     double rate; /* > 0: open loop */
     bool outstanding_set, cap_set, warmup_set, duration_set;
     bool json, quiet, ceiling;
+    bool ledger; /* --ledger: the options below */
+    uint64_t accounts, block_txs, blocks, seed;
+    const char *keep;
+    bool in_memory, no_sync, ledger_opt_set;
 };
 
 static void bench_usage(FILE *out)
@@ -48,6 +64,8 @@ static void bench_usage(FILE *out)
             "                   [--duration S] [--warmup S] [--count N] [--timeout S]\n"
             "                   [--presign N] [--amount N] [--quiet] [--json]\n"
             "       tally bench --ceiling [--config CLUSTER] [--json]\n"
+            "       tally bench --ledger [--accounts N] [--block-txs N] [--blocks B]\n"
+            "                   [--keep DIR] [--in-memory] [--no-sync] [--seed S] [--json]\n"
             "\n"
             "Load a running cluster with transfers and measure it. Every transfer is\n"
             "signed before the clock starts, round robin over the funded accounts in\n"
@@ -84,6 +102,23 @@ static void bench_usage(FILE *out)
             "                      (a second each) and print the cluster's crypto ceiling\n"
             "  --help              show this help\n"
             "\n"
+            "--ledger: time the ledger alone (no cluster). Creates a data directory\n"
+            "(temporary unless --keep) synced like a replica's, N funded accounts (up to\n"
+            "65,536 in the genesis, the rest created by signed transfers from them; keys\n"
+            "derived from a counter), reopens it (memtables flushed), then applies B\n"
+            "blocks of pre-signed transfers between random accounts twice: with the\n"
+            "signatures pre-verified (ledger_apply_block_verified, the replica's path)\n"
+            "and verified in the ledger (ledger_apply_block). Reports per-block time\n"
+            "p50/p90/p99/max and tx/s for each.\n"
+            "  --accounts N        accounts in the ledger (default 1000, up to 10,000,000)\n"
+            "  --block-txs N       transfers per timed block (default 1000, up to 65536)\n"
+            "  --blocks B          timed blocks each way (default 50)\n"
+            "  --keep DIR          build the ledger in DIR (must not exist) and keep it\n"
+            "                      (a signed, auditable ledger: tally audit --data DIR)\n"
+            "  --in-memory         RocksDB's in-memory environment (no disk, no reopen)\n"
+            "  --no-sync           do not fsync each block's WriteBatch\n"
+            "  --seed S            random seed for the timed transfers (default 1)\n"
+            "\n"
             "Exit status: 0 when the run completed (see the counts for rejections and\n"
             "missing receipts), 1 on an error (no accounts, cluster unreachable, no\n"
             "receipt at all), 2 on a usage error.\n",
@@ -114,6 +149,14 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"ceiling", no_argument, NULL, 'C'},
+                                         {"ledger", no_argument, NULL, 'L'},
+                                         {"accounts", required_argument, NULL, 'n'},
+                                         {"block-txs", required_argument, NULL, 'b'},
+                                         {"blocks", required_argument, NULL, 'B'},
+                                         {"keep", required_argument, NULL, 'k'},
+                                         {"in-memory", no_argument, NULL, 'M'},
+                                         {"no-sync", no_argument, NULL, 'Y'},
+                                         {"seed", required_argument, NULL, 'S'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     *o = (struct bench_opts){.outstanding = BENCH_DEFAULT_OUTSTANDING,
@@ -121,11 +164,16 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
                              .amount = 1,
                              .duration_ms = 10000,
                              .warmup_ms = 2000,
-                             .timeout_ms = 10000};
+                             .timeout_ms = 10000,
+                             .accounts = 1000,
+                             .block_txs = 1000,
+                             .blocks = 50,
+                             .seed = 1};
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+c:a:o:r:m:d:w:N:T:P:A:qjCh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+c:a:o:r:m:d:w:N:T:P:A:qjChLn:b:B:k:MYS:", opts, NULL)) !=
+           -1) {
         switch (c) {
         case 'c':
             o->config_path = optarg;
@@ -190,6 +238,43 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
         case 'C':
             o->ceiling = true;
             break;
+        case 'L':
+            o->ledger = true;
+            break;
+        case 'n':
+            if (client_parse_u64(optarg, &o->accounts) != 0 || o->accounts < 2 ||
+                o->accounts > LB_MAX_ACCOUNTS)
+                return bench_usage_error("--accounts '%s': expected 2..10000000", optarg);
+            o->ledger_opt_set = true;
+            break;
+        case 'b':
+            if (client_parse_u64(optarg, &o->block_txs) != 0 || o->block_txs == 0 ||
+                o->block_txs > LEDGER_BLOCK_MAX_TXS)
+                return bench_usage_error("--block-txs '%s': expected 1..65536", optarg);
+            o->ledger_opt_set = true;
+            break;
+        case 'B':
+            if (client_parse_u64(optarg, &o->blocks) != 0 || o->blocks == 0 || o->blocks > 100000)
+                return bench_usage_error("--blocks '%s': expected 1..100000", optarg);
+            o->ledger_opt_set = true;
+            break;
+        case 'k':
+            o->keep = optarg;
+            o->ledger_opt_set = true;
+            break;
+        case 'M':
+            o->in_memory = true;
+            o->ledger_opt_set = true;
+            break;
+        case 'Y':
+            o->no_sync = true;
+            o->ledger_opt_set = true;
+            break;
+        case 'S':
+            if (client_parse_u64(optarg, &o->seed) != 0)
+                return bench_usage_error("--seed '%s': expected a number", optarg);
+            o->ledger_opt_set = true;
+            break;
         case 'h':
             bench_usage(stdout);
             return -1;
@@ -199,6 +284,13 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
     }
     if (optind < argc)
         return bench_usage_error("unexpected argument '%s'", argv[optind]);
+    if (o->ledger_opt_set && !o->ledger)
+        return bench_usage_error("%s", "--accounts, --block-txs, --blocks, --keep, --in-memory, "
+                                       "--no-sync and --seed go with --ledger");
+    if (o->ledger && o->ceiling)
+        return bench_usage_error("%s", "--ledger and --ceiling exclude each other");
+    if (o->keep != NULL && o->in_memory)
+        return bench_usage_error("%s", "--keep and --in-memory exclude each other");
     if (o->rate > 0 && o->outstanding_set)
         return bench_usage_error("%s", "--rate (open loop) and --outstanding (closed loop) "
                                        "exclude each other");
@@ -724,6 +816,447 @@ static void report_json(const struct bench_opts *o, const struct bench_machine *
     print_json(j);
 }
 
+/* ---- tally bench --ledger: the ledger alone, no cluster ------------------------ */
+
+struct lb_opts {
+    uint64_t accounts, block_txs, blocks, seed;
+    const char *keep; /* data directory to create and keep, or NULL: a temporary one */
+    bool in_memory, no_sync, json, quiet;
+};
+
+/* One timed run: `blocks` blocks, per-block wall time in microseconds, and
+ * the applying thread's CPU time (steadier than wall time on a shared
+ * machine; leaves out fsync waits and RocksDB's background threads). */
+struct lb_run {
+    struct bench_latency lat; /* per block, wall */
+    struct bench_latency cpu; /* per block, this thread's CPU */
+    double seconds, tx_per_s;
+    uint64_t txs, not_ok;
+};
+
+/* Fill pks[from..to) from the accounts' seeds (a scalar multiplication each). */
+struct lb_derive {
+    tc_pubkey *pks;
+    uint64_t from, to;
+};
+
+static void *lb_derive_main(void *arg)
+{
+    struct lb_derive *d = arg;
+    uint8_t seed[BENCH_SEED_BYTES];
+    uint8_t sk[crypto_sign_SECRETKEYBYTES];
+    for (uint64_t i = d->from; i < d->to; i++) {
+        bench_account_seed(i, seed);
+        crypto_sign_seed_keypair(d->pks[i].b, sk, seed);
+    }
+    sodium_memzero(sk, sizeof(sk));
+    return NULL;
+}
+
+/* Sign encoded transfers out[from..to): txs[i] has every field but the
+ * signature; sender index snd[i]. One guarded key pair per thread, re-derived
+ * only when the sender changes (account-creating transfers come grouped by
+ * funder). */
+struct lb_sign {
+    const struct ledger_tx *txs;
+    const uint64_t *snd;
+    uint8_t *out;
+    uint64_t from, to;
+    int rc;
+};
+
+static void *lb_sign_main(void *arg)
+{
+    struct lb_sign *s = arg;
+    tc_keypair kp = {0};
+    uint8_t seed[BENCH_SEED_BYTES];
+    uint64_t cur = UINT64_MAX;
+    if (tc_keypair_generate(&kp) != 0) {
+        s->rc = TALLY_ENOMEM;
+        return NULL;
+    }
+    for (uint64_t i = s->from; i < s->to; i++) {
+        if (s->snd[i] != cur) {
+            cur = s->snd[i];
+            bench_account_seed(cur, seed);
+            crypto_sign_seed_keypair(kp.pk.b, kp.sk, seed);
+        }
+        struct ledger_tx tx = s->txs[i];
+        ledger_tx_sign(&tx, &kp);
+        ledger_tx_encode(&tx, s->out + i * LEDGER_TX_BYTES);
+    }
+    tc_keypair_free(&kp);
+    return NULL;
+}
+
+/* Run fn over [0, n) split in `threads` ranges; args[t] gets from/to set by set_range. */
+static void lb_parallel(void *(*fn)(void *), void *args, size_t arg_size, unsigned threads,
+                        void (*set_range)(void *, uint64_t, uint64_t), uint64_t n)
+{
+    pthread_t th[BENCH_MAX_SIGNERS];
+    bool started[BENCH_MAX_SIGNERS] = {0};
+    if (threads > BENCH_MAX_SIGNERS)
+        threads = BENCH_MAX_SIGNERS;
+    if (threads == 0 || n < 1024)
+        threads = 1;
+    for (unsigned t = 0; t < threads; t++) {
+        void *a = (char *)args + t * arg_size;
+        set_range(a, n * t / threads, n * (t + 1) / threads);
+        started[t] = t > 0 && pthread_create(&th[t], NULL, fn, a) == 0;
+    }
+    fn(args);
+    for (unsigned t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else
+            fn((char *)args + t * arg_size);
+    }
+}
+
+static void lb_derive_range(void *a, uint64_t from, uint64_t to)
+{
+    ((struct lb_derive *)a)->from = from;
+    ((struct lb_derive *)a)->to = to;
+}
+
+static void lb_sign_range(void *a, uint64_t from, uint64_t to)
+{
+    ((struct lb_sign *)a)->from = from;
+    ((struct lb_sign *)a)->to = to;
+}
+
+static int lb_sign_all(const struct ledger_tx *txs, const uint64_t *snd, uint8_t *out, uint64_t n,
+                       unsigned threads, struct tally_err *err)
+{
+    struct lb_sign sg[BENCH_MAX_SIGNERS];
+    for (unsigned t = 0; t < BENCH_MAX_SIGNERS; t++)
+        sg[t] = (struct lb_sign){.txs = txs, .snd = snd, .out = out};
+    lb_parallel(lb_sign_main, sg, sizeof(sg[0]), threads, lb_sign_range, n);
+    for (unsigned t = 0; t < BENCH_MAX_SIGNERS; t++)
+        if (sg[t].rc != 0)
+            return tally_errf(err, TALLY_ENOMEM, "out of guarded memory for a key pair");
+    return 0;
+}
+
+static int lb_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void lb_note(const struct lb_opts *o, uint64_t t0, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void lb_note(const struct lb_opts *o, uint64_t t0, const char *fmt, ...)
+{
+    if (o->quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench: %6.1f s  ", (client_now_us() - t0) / 1e6);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+/* Apply `blocks` blocks of bt transfers from tx_bytes, timing each; verify:
+ * ledger_apply_block (signatures checked in the ledger) or
+ * ledger_apply_block_verified with every sig_ok 1. */
+static uint64_t lb_thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int lb_timed(struct ledger *l, const uint8_t *tx_bytes, uint64_t blocks, uint32_t bt,
+                    bool verify, const uint8_t *sig_ok, uint64_t *block_us, uint64_t *cpu_us,
+                    struct lb_run *run, struct tally_err *err)
+{
+    memset(run, 0, sizeof(*run));
+    uint64_t total = 0;
+    for (uint64_t b = 0; b < blocks; b++) {
+        struct ledger_block_result res;
+        const uint8_t *p = tx_bytes + b * bt * LEDGER_TX_BYTES;
+        uint64_t c0 = lb_thread_cpu_us();
+        uint64_t t0 = client_now_us();
+        int rc =
+            verify ? ledger_apply_block(l, ledger_height(l) + 1, p, bt, &res, err)
+                   : ledger_apply_block_verified(l, ledger_height(l) + 1, p, bt, sig_ok, &res, err);
+        uint64_t dt = client_now_us() - t0;
+        cpu_us[b] = lb_thread_cpu_us() - c0;
+        if (rc != 0)
+            return rc;
+        block_us[b] = dt;
+        total += dt;
+        for (uint32_t i = 0; i < res.count; i++)
+            run->not_ok += res.results[i] != LEDGER_RESULT_OK;
+    }
+    run->txs = blocks * bt;
+    run->seconds = (double)total / 1e6;
+    run->tx_per_s = total > 0 ? (double)run->txs * 1e6 / (double)total : 0;
+    bench_latency_summary(block_us, blocks, &run->lat);
+    bench_latency_summary(cpu_us, blocks, &run->cpu);
+    return 0;
+}
+
+/* Wait (up to max_s) until RocksDB has no compaction running or pending, so
+ * that the timed blocks do not share the CPU with compacting the setup's
+ * ~250 MB (1,000,000 accounts): a replica in steady state compacts only what
+ * it writes. Returns the seconds waited. */
+static double lb_quiesce(struct ledger *l, double max_s)
+{
+    rocksdb_t *db = ledger_rocksdb(l);
+    uint64_t t0 = client_now_us();
+    for (;;) {
+        uint64_t pending = 0, running = 0;
+        if (rocksdb_property_int(db, "rocksdb.compaction-pending", &pending) != 0 ||
+            rocksdb_property_int(db, "rocksdb.num-running-compactions", &running) != 0)
+            break;
+        if ((pending == 0 && running == 0) || client_now_us() - t0 > max_s * 1e6)
+            break;
+        usleep(100000);
+    }
+    return (client_now_us() - t0) / 1e6;
+}
+
+static void lb_print_run(const char *what, const struct lb_run *r)
+{
+    char t[32];
+    bench_fmt_int(r->tx_per_s, t, sizeof(t));
+    printf("%-22s p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  max %7.2f ms  mean %7.2f ms  "
+           "%s tx/s\n",
+           what, r->lat.p50 / 1000.0, r->lat.p90 / 1000.0, r->lat.p99 / 1000.0, r->lat.max / 1000.0,
+           r->lat.mean / 1000.0, t);
+    printf("%-22s p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  (CPU time of the applying "
+           "thread)\n",
+           "", r->cpu.p50 / 1000.0, r->cpu.p90 / 1000.0, r->cpu.p99 / 1000.0);
+}
+
+static json_t *lb_run_json(const struct lb_run *r)
+{
+    json_t *cpu = json_pack("{s:f, s:f, s:f, s:f}", "p50_ms", r->cpu.p50 / 1000.0, "p90_ms",
+                            r->cpu.p90 / 1000.0, "p99_ms", r->cpu.p99 / 1000.0, "mean_ms",
+                            r->cpu.mean / 1000.0);
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:o}", "p50_ms", r->lat.p50 / 1000.0,
+                     "p90_ms", r->lat.p90 / 1000.0, "p99_ms", r->lat.p99 / 1000.0, "max_ms",
+                     r->lat.max / 1000.0, "mean_ms", r->lat.mean / 1000.0, "blocks_s", r->seconds,
+                     "txs", (json_int_t)r->txs, "tx_per_s", r->tx_per_s, "thread_cpu", cpu);
+}
+
+static int run_ledger(const struct lb_opts *o)
+{
+    int status = 1, rc;
+    struct tally_err err = {0};
+    struct ledger *l = NULL;
+    struct ledger_genesis_account *gen = NULL;
+    tc_pubkey *pks = NULL;
+    uint64_t *nonce = NULL, *snd = NULL, *block_us = NULL, *cpu_us = NULL;
+    struct ledger_tx *txs = NULL;
+    uint8_t *enc = NULL, *sig_ok = NULL;
+    char tmp[4096] = "", dir[4096 + 16];
+    unsigned cores = bench_cores();
+    uint64_t t0 = client_now_us();
+    uint32_t bt = (uint32_t)o->block_txs;
+    struct bench_ledger_plan plan;
+    bench_ledger_plan(o->accounts, LEDGER_BLOCK_MAX_TXS, &plan);
+    struct ledger_open_opts lo = {.in_memory = o->in_memory, .sync = !o->no_sync};
+
+    if (o->keep != NULL) {
+        snprintf(dir, sizeof(dir), "%s", o->keep);
+        struct stat st;
+        if (stat(dir, &st) == 0) {
+            fprintf(stderr, "tally bench: --keep %s: already exists (give a new directory)\n", dir);
+            return 1;
+        }
+    } else {
+        const char *td = getenv("TMPDIR");
+        snprintf(tmp, sizeof(tmp), "%s/tally-bench-ledger-XXXXXX", td && *td ? td : "/tmp");
+        if (mkdtemp(tmp) == NULL) {
+            fprintf(stderr, "tally bench: cannot create a temporary directory %s: %s\n", tmp,
+                    strerror(errno));
+            tmp[0] = '\0';
+            return 1;
+        }
+        snprintf(dir, sizeof(dir), "%s/data", tmp);
+    }
+
+    /* 1. Every account's public key (derived from its seed, in parallel). */
+    pks = malloc(o->accounts * sizeof(*pks));
+    nonce = calloc(o->accounts, sizeof(*nonce));
+    gen = calloc(plan.funders, sizeof(*gen));
+    if (pks == NULL || nonce == NULL || gen == NULL)
+        goto oom;
+    {
+        struct lb_derive dv[BENCH_MAX_SIGNERS];
+        for (unsigned t = 0; t < BENCH_MAX_SIGNERS; t++)
+            dv[t] = (struct lb_derive){.pks = pks};
+        lb_parallel(lb_derive_main, dv, sizeof(dv[0]), cores, lb_derive_range, o->accounts);
+    }
+    lb_note(o, t0, "derived %llu account keys", (unsigned long long)o->accounts);
+
+    /* 2. Genesis: the funders, each with enough for the accounts it creates. */
+    for (uint64_t f = 0; f < plan.funders; f++) {
+        gen[f].pk = pks[f];
+        gen[f].balance = LB_BALANCE * (1 + bench_ledger_children(&plan, f));
+    }
+    rc = ledger_open_opts(dir, &lo, &l, &err);
+    if (rc == 0)
+        rc = ledger_init_genesis(l, gen, plan.funders, &err);
+    if (rc != 0)
+        goto fail;
+    lb_note(o, t0, "genesis with %llu accounts in %s%s", (unsigned long long)plan.funders, dir,
+            o->in_memory ? " (in memory)" : "");
+
+    /* 3. The other accounts: signed transfers from the funders, grouped by funder. */
+    uint64_t ncreate = o->accounts - plan.funders;
+    uint64_t ntimed = 2 * (LB_WARMUP_BLOCKS + o->blocks) * bt;
+    uint64_t nall = ncreate + ntimed;
+    txs = calloc(nall, sizeof(*txs));
+    snd = calloc(nall, sizeof(*snd));
+    enc = malloc(nall * LEDGER_TX_BYTES);
+    sig_ok = malloc(bt);
+    block_us = calloc(o->blocks, sizeof(*block_us));
+    cpu_us = calloc(o->blocks, sizeof(*cpu_us));
+    if (txs == NULL || snd == NULL || enc == NULL || sig_ok == NULL || block_us == NULL ||
+        cpu_us == NULL)
+        goto oom;
+    memset(sig_ok, 1, bt);
+    for (uint64_t j = plan.funders; j < o->accounts; j++) {
+        uint64_t k = j - plan.funders, f = k / plan.per_funder;
+        struct ledger_tx *tx = &txs[k];
+        tx->version = LEDGER_TX_VERSION;
+        tx->kind = LEDGER_TX_KIND_TRANSFER;
+        tx->from = pks[f];
+        tx->to = pks[j];
+        tx->amount = LB_BALANCE;
+        tx->nonce = ++nonce[f];
+        snd[k] = f;
+    }
+    /* 4. The timed transfers: random sender, random other recipient, amount 1. */
+    uint64_t rng = o->seed;
+    for (uint64_t i = ncreate; i < nall; i++) {
+        uint64_t s = bench_rand_below(&rng, o->accounts);
+        uint64_t r = o->accounts > 1 ? bench_rand_below(&rng, o->accounts - 1) : 0;
+        if (r >= s)
+            r++;
+        struct ledger_tx *tx = &txs[i];
+        tx->version = LEDGER_TX_VERSION;
+        tx->kind = LEDGER_TX_KIND_TRANSFER;
+        tx->from = pks[s];
+        tx->to = pks[r];
+        tx->amount = 1;
+        tx->nonce = ++nonce[s];
+        snd[i] = s;
+    }
+    if (lb_sign_all(txs, snd, enc, nall, cores, &err) != 0)
+        goto fail;
+    free(txs);
+    txs = NULL;
+    lb_note(o, t0, "signed %llu account-creating and %llu timed transfers",
+            (unsigned long long)ncreate, (unsigned long long)ntimed);
+    for (uint64_t k = 0; k < ncreate; k += LB_SETUP_BLOCK) {
+        uint32_t c = (uint32_t)(ncreate - k < LB_SETUP_BLOCK ? ncreate - k : LB_SETUP_BLOCK);
+        struct ledger_block_result res;
+        rc = ledger_apply_block_verified(l, ledger_height(l) + 1, enc + k * LEDGER_TX_BYTES, c,
+                                         NULL, &res, &err);
+        if (rc != 0)
+            goto fail;
+        for (uint32_t i = 0; i < c; i++)
+            if (res.results[i] != LEDGER_RESULT_OK) {
+                tally_errf(&err, TALLY_EINVAL, "setup transfer %llu: %s",
+                           (unsigned long long)(k + i), ledger_result_text(res.results[i]));
+                goto fail;
+            }
+    }
+    if (ncreate > 0)
+        lb_note(o, t0, "created %llu accounts in %llu blocks", (unsigned long long)ncreate,
+                (unsigned long long)ledger_height(l));
+    /* As a replica finds it after a restart: memtables flushed, nothing cached. */
+    if (!o->in_memory) {
+        ledger_close(l);
+        l = NULL;
+        rc = ledger_open_opts(dir, &lo, &l, &err);
+        if (rc != 0)
+            goto fail;
+        double w = lb_quiesce(l, 300);
+        lb_note(o, t0, "reopened the ledger (memtables flushed), compactions done after %.1f s", w);
+    }
+
+    /* 5. Timed: signatures checked by the caller (sig_ok all 1), then in the ledger. */
+    struct lb_run pre, full;
+    const uint8_t *p = enc + ncreate * LEDGER_TX_BYTES;
+    uint64_t warm[LB_WARMUP_BLOCKS], warm_cpu[LB_WARMUP_BLOCKS];
+    struct lb_run wr;
+    size_t step = (size_t)bt * LEDGER_TX_BYTES;
+    if ((rc = lb_timed(l, p, LB_WARMUP_BLOCKS, bt, false, sig_ok, warm, warm_cpu, &wr, &err)) != 0)
+        goto fail;
+    p += LB_WARMUP_BLOCKS * step;
+    if ((rc = lb_timed(l, p, o->blocks, bt, false, sig_ok, block_us, cpu_us, &pre, &err)) != 0)
+        goto fail;
+    p += o->blocks * step;
+    lb_note(o, t0, "timed %llu blocks, signatures pre-verified", (unsigned long long)o->blocks);
+    if ((rc = lb_timed(l, p, LB_WARMUP_BLOCKS, bt, true, NULL, warm, warm_cpu, &wr, &err)) != 0)
+        goto fail;
+    p += LB_WARMUP_BLOCKS * step;
+    if ((rc = lb_timed(l, p, o->blocks, bt, true, NULL, block_us, cpu_us, &full, &err)) != 0)
+        goto fail;
+    lb_note(o, t0, "timed %llu blocks, signatures verified in the ledger",
+            (unsigned long long)o->blocks);
+    if (pre.not_ok + full.not_ok > 0) {
+        tally_errf(&err, TALLY_EINVAL, "%llu timed transfers were not applied ok",
+                   (unsigned long long)(pre.not_ok + full.not_ok));
+        goto fail;
+    }
+
+    if (o->json) {
+        json_t *j = json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:i, s:o, s:o}", "mode", "ledger", "accounts",
+            (json_int_t)o->accounts, "genesis_accounts", (json_int_t)plan.funders, "block_txs",
+            (json_int_t)bt, "blocks", (json_int_t)o->blocks, "height", (json_int_t)ledger_height(l),
+            "sync", !o->no_sync, "in_memory", o->in_memory, "cores", (int)cores, "sig_preverified",
+            lb_run_json(&pre), "sig_verified_in_ledger", lb_run_json(&full));
+        if (j != NULL && o->keep != NULL)
+            json_object_set_new(j, "data", json_string(dir));
+        print_json(j);
+    } else {
+        char a[32], b[32];
+        bench_fmt_int((double)o->accounts, a, sizeof(a));
+        bench_fmt_int((double)plan.funders, b, sizeof(b));
+        printf("ledger       %s accounts (%s in the genesis), %s%s, height %llu\n", a, b,
+               o->in_memory ? "in memory" : "on disk", o->no_sync ? ", not synced" : ", synced",
+               (unsigned long long)ledger_height(l));
+        printf("blocks       %llu timed blocks of %u transfers each way (after %u warm-up)\n",
+               (unsigned long long)o->blocks, bt, LB_WARMUP_BLOCKS);
+        lb_print_run("signatures pre-checked", &pre);
+        lb_print_run("signatures in ledger", &full);
+        if (o->keep != NULL)
+            printf("data         %s (kept)\n", dir);
+    }
+    status = 0;
+    goto out;
+oom:
+    tally_errf(&err, TALLY_ENOMEM, "out of memory for %llu accounts",
+               (unsigned long long)o->accounts);
+fail:
+    fprintf(stderr, "tally bench: %s\n", tally_err_text(&err));
+out:
+    ledger_close(l);
+    if (tmp[0] != '\0')
+        nftw(tmp, lb_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(gen);
+    free(pks);
+    free(nonce);
+    free(snd);
+    free(txs);
+    free(enc);
+    free(sig_ok);
+    free(block_us);
+    free(cpu_us);
+    return status;
+}
+
 /* ---- the command ---------------------------------------------------------------- */
 
 /* accounts/ next to the cluster file. */
@@ -745,6 +1278,18 @@ int cmd_bench(int argc, char **argv)
         return rc < 0 ? 0 : rc;
     if (o.ceiling)
         return run_ceiling(&o);
+    if (o.ledger) {
+        struct lb_opts lo = {.accounts = o.accounts,
+                             .block_txs = o.block_txs,
+                             .blocks = o.blocks,
+                             .seed = o.seed,
+                             .keep = o.keep,
+                             .in_memory = o.in_memory,
+                             .no_sync = o.no_sync,
+                             .json = o.json,
+                             .quiet = o.quiet};
+        return run_ledger(&lo);
+    }
 
     int status = 1;
     struct tally_config cfg = {0};

@@ -189,6 +189,61 @@ static void test_machine(void **state)
     assert_null(strchr(cpu, '\n'));
 }
 
+/* --ledger: the account plan covers every account exactly once, funders in
+ * the genesis, each other account created by one funder with consecutive
+ * nonces. */
+static void test_ledger_plan(void **state)
+{
+    (void)state;
+    struct bench_ledger_plan p;
+    bench_ledger_plan(1000, 65536, &p);
+    assert_int_equal(p.funders, 1000);
+    assert_int_equal(p.per_funder, 0);
+    assert_int_equal(bench_ledger_children(&p, 0), 0);
+
+    uint64_t cases[][2] = {{1000000, 65536}, {65537, 65536}, {100, 7}, {14, 7}, {15, 7}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        bench_ledger_plan(cases[c][0], cases[c][1], &p);
+        assert_int_equal(p.funders, cases[c][1]);
+        uint64_t total = p.funders;
+        for (uint64_t f = 0; f < p.funders; f++) {
+            uint64_t k = bench_ledger_children(&p, f);
+            assert_true(k <= p.per_funder);
+            total += k;
+        }
+        assert_int_equal(total, cases[c][0]);
+        assert_int_equal(bench_ledger_children(&p, p.funders), 0);
+    }
+    bench_ledger_plan(1000000, 65536, &p);
+    assert_int_equal(p.per_funder, 15); /* ceil(934464 / 65536) */
+}
+
+static void test_ledger_rand_and_seeds(void **state)
+{
+    (void)state;
+    uint64_t a = 1, b = 1;
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(bench_rand(&a), bench_rand(&b)); /* deterministic */
+    uint64_t counts[10] = {0};
+    for (int i = 0; i < 100000; i++) {
+        uint64_t r = bench_rand_below(&a, 10);
+        assert_true(r < 10);
+        counts[r]++;
+    }
+    for (int i = 0; i < 10; i++)
+        assert_true(counts[i] > 9000 && counts[i] < 11000);
+    assert_int_equal(bench_rand_below(&a, 1), 0);
+
+    uint8_t s0[BENCH_SEED_BYTES], s1[BENCH_SEED_BYTES], s0b[BENCH_SEED_BYTES];
+    bench_account_seed(0, s0);
+    bench_account_seed(1, s1);
+    bench_account_seed(0, s0b);
+    assert_memory_equal(s0, s0b, BENCH_SEED_BYTES);
+    assert_memory_not_equal(s0, s1, BENCH_SEED_BYTES);
+    bench_account_seed(1ull << 40, s1);
+    assert_memory_not_equal(s0, s1, BENCH_SEED_BYTES);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +256,8 @@ int main(void)
         cmocka_unit_test(test_presign_count),
         cmocka_unit_test(test_fmt_int),
         cmocka_unit_test(test_machine),
+        cmocka_unit_test(test_ledger_plan),
+        cmocka_unit_test(test_ledger_rand_and_seeds),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

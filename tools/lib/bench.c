@@ -146,6 +146,55 @@ uint64_t bench_presign_count(uint64_t count, double rate, double est_rate, doubl
     return want < 1000 ? 1000 : want;
 }
 
+uint64_t bench_rand(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t bench_rand_below(uint64_t *state, uint64_t n)
+{
+    if (n <= 1)
+        return 0;
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n; /* values >= limit would bias */
+    for (;;) {
+        uint64_t r = bench_rand(state);
+        if (r < limit)
+            return r % n;
+    }
+}
+
+void bench_account_seed(uint64_t i, uint8_t seed[BENCH_SEED_BYTES])
+{
+    static const char tag[] = "tally bench ledger acct"; /* 23 bytes + i (8) + 1 */
+    memset(seed, 0, BENCH_SEED_BYTES);
+    memcpy(seed, tag, sizeof(tag) - 1);
+    for (int k = 0; k < 8; k++)
+        seed[23 + k] = (uint8_t)(i >> (8 * k));
+}
+
+void bench_ledger_plan(uint64_t accounts, uint64_t max_genesis, struct bench_ledger_plan *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->accounts = accounts;
+    out->funders = accounts < max_genesis ? accounts : max_genesis;
+    if (accounts > out->funders && out->funders > 0)
+        out->per_funder = (accounts - out->funders + out->funders - 1) / out->funders;
+}
+
+uint64_t bench_ledger_children(const struct bench_ledger_plan *p, uint64_t f)
+{
+    if (f >= p->funders || p->per_funder == 0)
+        return 0;
+    uint64_t first = p->funders + f * p->per_funder;
+    if (first >= p->accounts)
+        return 0;
+    uint64_t left = p->accounts - first;
+    return left < p->per_funder ? left : p->per_funder;
+}
+
 unsigned bench_cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

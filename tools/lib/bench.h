@@ -71,6 +71,31 @@ static inline uint64_t bench_nonce_of(uint64_t i, size_t accounts, uint64_t curr
 uint64_t bench_presign_count(uint64_t count, double rate, double est_rate, double seconds,
                              uint64_t outstanding);
 
+/* ---- the ledger benchmark (tally bench --ledger) --------------------------- */
+
+/* A small deterministic generator (splitmix64) for picking accounts. */
+uint64_t bench_rand(uint64_t *state);
+/* Uniform in [0, n) (n > 0; rejection sampling, no modulo bias). */
+uint64_t bench_rand_below(uint64_t *state, uint64_t n);
+
+/* The 32-byte Ed25519 seed of benchmark account i: cheap to derive again
+ * when account i has to sign (its key pair is never stored). */
+#define BENCH_SEED_BYTES 32
+void bench_account_seed(uint64_t i, uint8_t seed[BENCH_SEED_BYTES]);
+
+/* How `accounts` accounts come to exist when a genesis holds at most
+ * `max_genesis` (LEDGER_BLOCK_MAX_TXS): accounts 0..funders-1 are funded in
+ * the genesis; every other account j is created by a transfer from funder
+ * (j - funders) / per_funder, that funder's ((j - funders) % per_funder + 1)-th
+ * transaction, so each funder's creations are contiguous and its nonces
+ * consecutive. */
+struct bench_ledger_plan {
+    uint64_t accounts, funders, per_funder; /* per_funder 0 when all are in the genesis */
+};
+void bench_ledger_plan(uint64_t accounts, uint64_t max_genesis, struct bench_ledger_plan *out);
+/* How many accounts funder f creates (0 for f >= funders). */
+uint64_t bench_ledger_children(const struct bench_ledger_plan *p, uint64_t f);
+
 /* ---- the machine and printing -------------------------------------------- */
 
 unsigned bench_cores(void); /* online cores (sysconf), at least 1 */
