@@ -5,6 +5,7 @@
 #   SEEDS=N                simulator seeds per scenario
 #   CRASH_CYCLES=N         kill -9 cycles of the crash-loop test (default 50)
 #   E2E_SKIP="test_a ..."  end-to-end tests not to run
+#   E2E_ONLY=test_a        run only this end-to-end test
 # Unit and simulation tests are cmocka programs (TAP output); end-to-end tests
 # are scripts in tests/e2e/*.sh that exit 0 on success.
 set -u
@@ -48,6 +49,9 @@ fi
 if [ "$ONLY" = all ] || [ "$ONLY" = e2e ]; then
     for t in tests/e2e/test_*.sh; do
         [ -f "$t" ] || continue
+        if [ -n "${E2E_ONLY:-}" ] && [ "$(basename "$t" .sh)" != "$E2E_ONLY" ]; then
+            continue
+        fi
         case " ${E2E_SKIP:-} " in *" $(basename "$t" .sh) "*)
             echo "== $t: skipped (E2E_SKIP)"
             continue ;;
