@@ -761,7 +761,8 @@ static bool model_copy(struct sim_ledger *dst, const struct sim_ledger *src)
     }
     memcpy(dst->heads, src->heads, n * sizeof(tc_hash));
     memcpy(dst->digests, src->digests, n * sizeof(tc_hash));
-    memcpy(dst->txs, src->txs, src->ntx * sizeof(*src->txs));
+    if (src->ntx > 0)
+        memcpy(dst->txs, src->txs, src->ntx * sizeof(*src->txs));
     memset(dst->blocks, 0, n * sizeof(*dst->blocks));
     for (uint64_t h = 1; h <= src->height; h++) {
         size_t bytes = (size_t)src->blocks[h].count * LEDGER_TX_BYTES;
