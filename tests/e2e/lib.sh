@@ -81,3 +81,39 @@ wait_until() {
         sleep 0.1
     done
 }
+
+# check_ledgers CFG DIR ID...: each DIR/data-ID audits intact (certificate
+# signatures included), its last checkpoint certificate verifies, and all
+# have one head hash, left in LEDGER_HEAD.
+check_ledgers() {
+    local cfg=$1 dir=$2 a v h i
+    shift 2
+    LEDGER_HEAD=""
+    for i in "$@"; do
+        a=$("$TALLY" audit --data "$dir/data-$i" --config "$cfg" --json --quiet) ||
+            fail "audit of data-$i: $a"
+        expect_eq "audit data-$i intact" "$(jq -r .intact <<<"$a")" true
+        v=$("$TALLY" verify-checkpoint --config "$cfg" --data "$dir/data-$i" 2>&1) ||
+            fail "verify-checkpoint data-$i: $v"
+        h=$(jq -r .head_hash <<<"$a")
+        [ -n "$LEDGER_HEAD" ] || LEDGER_HEAD=$h
+        expect_eq "head hash of data-$i" "$h" "$LEDGER_HEAD"
+    done
+}
+
+# check_receipts DATA-DIR RECEIPT-FILE...: no transaction executed ok twice in
+# that ledger, and every receipted hash is there with result ok. Leaves the
+# number of receipted transfers in RECEIPTED.
+check_receipts() {
+    local data=$1
+    shift
+    rm -f "$E2E_TMP/export.jsonl"
+    "$TALLY" export --data "$data" --out "$E2E_TMP/export.jsonl" || fail "export of $data"
+    jq -r 'select(.type == "tx" and .result == "ok") | .hash' "$E2E_TMP/export.jsonl" |
+        sort >"$E2E_TMP/ledger-ok"
+    expect_eq "transactions executed ok twice" "$(uniq -d "$E2E_TMP/ledger-ok" | wc -l)" 0
+    sort -u "$@" >"$E2E_TMP/receipted"
+    expect_eq "receipted transfers missing from the ledger" \
+        "$(comm -23 "$E2E_TMP/receipted" "$E2E_TMP/ledger-ok" | wc -l)" 0
+    RECEIPTED=$(wc -l <"$E2E_TMP/receipted")
+}

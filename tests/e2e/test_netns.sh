@@ -152,21 +152,7 @@ for i in 0 1 2 3; do
     dead() { ! alive "$1"; }
     wait_until 10 dead "$p" || kill -KILL "$p" 2>/dev/null || true
 done
-heads=()
-for i in 0 1 2 3; do
-    a=$("$TALLY" audit --data "$D/data-$i" --config "$CFG" --json --quiet) ||
-        fail "audit of data-$i: $a"
-    heads+=("$(jq -r .head_hash <<<"$a")")
-    v=$("$TALLY" verify-checkpoint --config "$CFG" --data "$D/data-$i" 2>&1) ||
-        fail "verify-checkpoint data-$i: $v"
-done
-for i in 1 2 3; do expect_eq "head hash of data-$i" "${heads[$i]}" "${heads[0]}"; done
-"$TALLY" export --data "$D/data-0" --out "$E2E_TMP/export.jsonl"
-jq -r 'select(.type == "tx" and .result == "ok") | .hash' "$E2E_TMP/export.jsonl" |
-    sort >"$E2E_TMP/ledger-ok"
-expect_eq "transactions executed ok twice" "$(uniq -d "$E2E_TMP/ledger-ok" | wc -l)" 0
-sort -u "$E2E_TMP"/receipts-* >"$E2E_TMP/receipted"
-expect_eq "receipted transfers missing" "$(comm -23 "$E2E_TMP/receipted" "$E2E_TMP/ledger-ok" |
-    wc -l)" 0
-ok "same head ${heads[0]:0:16}; audits, certificates and $(wc -l <"$E2E_TMP/receipted") receipts check"
+check_ledgers "$CFG" "$D" 0 1 2 3
+check_receipts "$D/data-0" "$E2E_TMP"/receipts-*
+ok "same head ${LEDGER_HEAD:0:16}; audits, certificates and $RECEIPTED receipts check"
 echo "test_netns: passed in $(($(date +%s) - E2E_START)) s"

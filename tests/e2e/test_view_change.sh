@@ -111,15 +111,6 @@ ok "ledger holds every acknowledged transfer ($sum_nonces executed, $total ackno
 grep -h "L2160\|L2166" "$D"/replica-*.log | head -5 | sed 's/^/  log: /'
 
 "$TALLY" testnet stop --dir "$D" >/dev/null
-heads=()
-for i in 0 1 2 3; do
-    a=$("$TALLY" audit --data "$D/data-$i" --config "$CFG" --json --quiet) ||
-        fail "audit of data-$i: $a"
-    expect_eq "audit data-$i intact" "$(jq -r .intact <<<"$a")" true
-    heads+=("$(jq -r .head_hash <<<"$a")")
-    v=$("$TALLY" verify-checkpoint --config "$CFG" --data "$D/data-$i" --json) ||
-        fail "verify-checkpoint data-$i: $v"
-done
-for i in 1 2 3; do expect_eq "head hash of data-$i" "${heads[$i]}" "${heads[0]}"; done
-ok "4 data directories: same head ${heads[0]:0:16}, audits and certificates verify"
+check_ledgers "$CFG" "$D" 0 1 2 3
+ok "4 data directories: same head ${LEDGER_HEAD:0:16}, audits and certificates verify"
 echo "test_view_change: passed in $(($(date +%s) - E2E_START)) s"
