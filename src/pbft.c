@@ -123,6 +123,11 @@ bool pbft_is_primary(const struct pbft *p)
     return pbft_primary_of(p, p->view) == p->cfg.id;
 }
 
+uint64_t pbft_view(const struct pbft *p)
+{
+    return p->view;
+}
+
 void pbft_get_status(const struct pbft *p, struct pbft_status *out)
 {
     memset(out, 0, sizeof(*out));

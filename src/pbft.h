@@ -192,6 +192,8 @@ void pbft_on_message(struct pbft *p, const struct msg *m, uint64_t now_ms);
 void pbft_on_tick(struct pbft *p, uint64_t now_ms);
 
 void pbft_get_status(const struct pbft *p, struct pbft_status *out);
+/* The current view (cheap: pbft_get_status walks the log). */
+uint64_t pbft_view(const struct pbft *p);
 uint32_t pbft_primary_of(const struct pbft *p, uint64_t view);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ledger/block.h"
 #include "ledger/ledger.h"
@@ -772,8 +773,6 @@ static void reply_from_ledger(struct replica *r, const struct verifier_event *ev
 static void handle_request(struct replica *r, const struct verifier_event *ev, uint64_t now)
 {
     const struct msg_batch *b = &ev->m.u.request;
-    struct pbft_status st;
-    pbft_get_status(r->core, &st);
     size_t cap = r->found_cap, nfound = 0;
     if (grow((void **)&r->found, &cap, b->count, sizeof(*r->found)) != 0)
         return;
@@ -818,7 +817,7 @@ static void handle_request(struct replica *r, const struct verifier_event *ev, u
         pbft_on_request(r->core, &tx, h, now);
     }
     if (nfound > 0)
-        reply_from_ledger(r, ev, nfound, st.view);
+        reply_from_ledger(r, ev, nfound, pbft_view(r->core));
 }
 
 static void handle_query(struct replica *r, const struct verifier_event *ev)
@@ -879,7 +878,7 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
             i == r->id ? json_true() : json_boolean(transport_peer_is_connected(r->transport, i)));
     json_t *o = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o,"
-        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:s}}",
         "id", (json_int_t)r->id, "view", (json_int_t)st.view, "primary", (json_int_t)st.primary,
         "last_executed", (json_int_t)st.last_executed, "last_stable_checkpoint",
@@ -892,7 +891,8 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
         (json_int_t)vs.malformed, "queue_full", (json_int_t)vs.queue_full, "core_dropped",
         (json_int_t)st.dropped_messages, "tx_bad_signature", (json_int_t)vs.tx_bad_signature,
         "peer_send", (json_int_t)ts.peer_send_dropped, "client_send",
-        (json_int_t)ts.client_send_dropped, "counters", "blocks_executed",
+        (json_int_t)ts.client_send_dropped, "peer_connections_closed", (json_int_t)ts.peer_closed,
+        "client_connections_closed", (json_int_t)ts.client_closed, "counters", "blocks_executed",
         (json_int_t)atomic_load(&r->blocks_executed), "txs_executed",
         (json_int_t)atomic_load(&r->txs_executed), "replies_sent",
         (json_int_t)atomic_load(&r->replies_sent), "replies_from_ledger",
@@ -967,10 +967,10 @@ static int deliver_event(void *ctx, struct verifier_event *ev)
     return 0;
 }
 
-static void on_recv(void *ctx, enum transport_origin origin, uint32_t pipe, nng_msg *msg)
+static bool on_recv(void *ctx, enum transport_origin origin, uint32_t pipe, nng_msg *msg)
 {
     struct replica *r = ctx;
-    verifier_submit(r->verifier, origin, pipe, msg);
+    return verifier_process(r->verifier, origin, pipe, msg) == VERIFIER_KEEP;
 }
 
 /* End of a step: make the promises durable, then let the sends go. */
@@ -1260,7 +1260,6 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
     struct verifier_opts vo = {.self = o->id,
                                .n = cfg->n,
                                .max_message_bytes = cfg->max_message_bytes,
-                               .workers = o->verifiers,
                                .deliver = deliver_event,
                                .ctx = r,
                                .chain_id = r->chain_id};
@@ -1274,11 +1273,19 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         goto fail;
     }
 
+    /* Receive threads verify what they receive: one per socket is enough
+     * when the replicas share a small machine. */
+    unsigned recv_threads = o->verifiers;
+    if (recv_threads == 0)
+        recv_threads = sysconf(_SC_NPROCESSORS_ONLN) >= 8 ? 2 : 1;
+    if (recv_threads > TRANSPORT_MAX_RECV_THREADS)
+        recv_threads = TRANSPORT_MAX_RECV_THREADS;
     struct transport_opts to = {.self = o->id,
                                 .n = cfg->n,
                                 .peer_listen = cfg->replicas[o->id].peer_address,
                                 .client_listen = cfg->replicas[o->id].client_address,
                                 .max_message_bytes = cfg->max_message_bytes,
+                                .recv_threads = recv_threads,
                                 .on_recv = on_recv,
                                 .ctx = r};
     for (uint32_t i = 0; i < cfg->n; i++)

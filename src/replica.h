@@ -35,7 +35,7 @@ struct replica_opts {
     uint32_t id;
     const tc_keypair *kp; /* this replica's key; must outlive the replica */
     const char *data_dir;
-    unsigned verifiers; /* verifier threads; 0 = choose from the CPU count */
+    unsigned verifiers; /* receive (and verify) threads per socket; 0 = from the CPU count */
 };
 
 struct replica;

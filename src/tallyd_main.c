@@ -32,8 +32,8 @@ static void usage(FILE *out)
                  "  --data DIR        data directory (RocksDB; created on first start)\n"
                  "  --key FILE        replica key file (default: replica-I.key next to FILE)\n"
                  "  --log-level L     debug, info, warn or error (default info, or $TALLY_LOG)\n"
-                 "  --verifiers N     signature verification threads, 1..8 (default: 1, or 2\n"
-                 "                    with 8 or more CPUs)\n"
+                 "  --verifiers N     receive threads per socket; each verifies what it\n"
+                 "                    reads (1..8; default 1, or 2 with 8 or more CPUs)\n"
                  "  --help            show this help\n"
                  "\n"
                  "SIGTERM or SIGINT shuts the replica down cleanly.\n");

@@ -32,11 +32,12 @@ struct transport {
     nng_socket client_in; /* pair1 poly listener */
     bool peer_in_open, client_in_open;
     struct transport_peer peers[TRANSPORT_MAX_PEERS];
-    pthread_t peer_thread, client_thread;
-    bool peer_thread_started, client_thread_started;
+    pthread_t threads[2 * TRANSPORT_MAX_RECV_THREADS];
+    unsigned nthreads;
     atomic_uint_fast64_t peer_sent, peer_send_dropped;
     atomic_uint_fast64_t client_sent, client_send_dropped;
     atomic_uint_fast64_t peer_received, client_received;
+    atomic_uint_fast64_t peer_closed, client_closed;
 };
 
 static void peer_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -67,9 +68,8 @@ static int set_socket_opts(nng_socket s, size_t max_recv, bool send_side)
     return rv;
 }
 
-static void *recv_thread(void *arg, nng_socket s, enum transport_origin origin)
+static void recv_loop(struct transport *t, nng_socket s, enum transport_origin origin)
 {
-    struct transport *t = arg;
     for (;;) {
         nng_msg *msg = NULL;
         int rv = nng_recvmsg(s, &msg, 0);
@@ -77,34 +77,36 @@ static void *recv_thread(void *arg, nng_socket s, enum transport_origin origin)
             break;
         if (rv != 0)
             continue;
-        uint32_t pipe = 0;
-        if (origin == TRANSPORT_FROM_CLIENT) {
-            pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
-            atomic_fetch_add(&t->client_received, 1);
-        } else {
-            atomic_fetch_add(&t->peer_received, 1);
+        nng_pipe p = nng_msg_get_pipe(msg);
+        atomic_fetch_add(origin == TRANSPORT_FROM_CLIENT ? &t->client_received : &t->peer_received,
+                         1);
+        if (!t->o.on_recv(t->o.ctx, origin, (uint32_t)nng_pipe_id(p), msg)) {
+            atomic_fetch_add(origin == TRANSPORT_FROM_CLIENT ? &t->client_closed : &t->peer_closed,
+                             1);
+            nng_pipe_close(p);
         }
-        t->o.on_recv(t->o.ctx, origin, pipe, msg);
     }
-    return NULL;
 }
 
 static void *peer_recv_main(void *arg)
 {
     struct transport *t = arg;
-    return recv_thread(t, t->peer_in, TRANSPORT_FROM_PEER);
+    recv_loop(t, t->peer_in, TRANSPORT_FROM_PEER);
+    return NULL;
 }
 
 static void *client_recv_main(void *arg)
 {
     struct transport *t = arg;
-    return recv_thread(t, t->client_in, TRANSPORT_FROM_CLIENT);
+    recv_loop(t, t->client_in, TRANSPORT_FROM_CLIENT);
+    return NULL;
 }
 
 int transport_start(const struct transport_opts *o, struct transport **out, struct tally_err *err)
 {
     int rc = TALLY_OK, rv;
-    if (o->n == 0 || o->n > TRANSPORT_MAX_PEERS || o->self >= o->n || o->on_recv == NULL)
+    if (o->n == 0 || o->n > TRANSPORT_MAX_PEERS || o->self >= o->n || o->on_recv == NULL ||
+        o->recv_threads == 0 || o->recv_threads > TRANSPORT_MAX_RECV_THREADS)
         return tally_errf(err, TALLY_EINVAL, "transport: bad options");
     struct transport *t = calloc(1, sizeof(*t));
     if (t == NULL)
@@ -168,16 +170,14 @@ int transport_start(const struct transport_opts *o, struct transport **out, stru
         }
     }
 
-    if (pthread_create(&t->peer_thread, NULL, peer_recv_main, t) != 0) {
-        rc = tally_errf(err, TALLY_EIO, "starting the peer receive thread");
-        goto fail;
+    for (unsigned i = 0; i < 2 * o->recv_threads; i++) {
+        if (pthread_create(&t->threads[i], NULL, i % 2 == 0 ? peer_recv_main : client_recv_main,
+                           t) != 0) {
+            rc = tally_errf(err, TALLY_EIO, "starting a receive thread");
+            goto fail;
+        }
+        t->nthreads++;
     }
-    t->peer_thread_started = true;
-    if (pthread_create(&t->client_thread, NULL, client_recv_main, t) != 0) {
-        rc = tally_errf(err, TALLY_EIO, "starting the client receive thread");
-        goto fail;
-    }
-    t->client_thread_started = true;
     *out = t;
     return TALLY_OK;
 
@@ -197,10 +197,8 @@ void transport_stop(struct transport *t)
     for (uint32_t i = 0; i < t->o.n; i++)
         if (t->peers[i].open)
             nng_close(t->peers[i].sock);
-    if (t->peer_thread_started)
-        pthread_join(t->peer_thread, NULL);
-    if (t->client_thread_started)
-        pthread_join(t->client_thread, NULL);
+    for (unsigned i = 0; i < t->nthreads; i++)
+        pthread_join(t->threads[i], NULL);
     free(t);
 }
 
@@ -266,4 +264,6 @@ void transport_get_stats(const struct transport *t, struct transport_stats *out)
     out->client_send_dropped = atomic_load(&m->client_send_dropped);
     out->peer_received = atomic_load(&m->peer_received);
     out->client_received = atomic_load(&m->client_received);
+    out->peer_closed = atomic_load(&m->peer_closed);
+    out->client_closed = atomic_load(&m->client_closed);
 }

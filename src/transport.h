@@ -11,15 +11,21 @@
  * every received message remembers the pipe it came from, and replies are sent
  * back to that pipe (transport_send_client).
  *
- * Receiving: two threads (peer, client) block in nng_recvmsg and hand each
- * message to the on_recv callback, which must only queue it (ownership of the
- * nng_msg moves to the callback). Messages larger than max_message_bytes are
- * dropped by NNG before they are read whole (NNG_OPT_RECVMAXSZ).
+ * Receiving: recv_threads threads per socket (peer, client) block in
+ * nng_recvmsg and hand each message to the on_recv callback on that thread
+ * (ownership of the nng_msg moves to the callback), which verifies it and
+ * queues it for the loop. When the callback answers false the connection the
+ * message came from is closed (a peer's dialer reconnects by itself). The
+ * bounded NNG buffers and TCP hold what the threads have not read yet, so a
+ * flood slows its sender instead of growing our memory. Messages larger than
+ * max_message_bytes are dropped by NNG before they are read whole
+ * (NNG_OPT_RECVMAXSZ), and their connection closed.
  *
  * Prefix: transport_. Thread-safe: sends may come from any thread. */
 #ifndef TALLY_TRANSPORT_H
 #define TALLY_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,14 +34,16 @@
 #include "src/err.h"
 
 #define TRANSPORT_MAX_PEERS 16
-#define TRANSPORT_BUFFER_MSGS 1024 /* send/recv buffers, in messages (MEASURED.md) */
+#define TRANSPORT_MAX_RECV_THREADS 8 /* per socket */
+#define TRANSPORT_BUFFER_MSGS 1024   /* send/recv buffers, in messages (MEASURED.md) */
 
 enum transport_origin { TRANSPORT_FROM_PEER, TRANSPORT_FROM_CLIENT };
 
-/* Called on a transport thread for every received message. Ownership of msg
- * moves to the callee (nng_msg_free it). pipe identifies the client
- * connection (0 for peers). Must not block. */
-typedef void (*transport_recv_fn)(void *ctx, enum transport_origin origin, uint32_t pipe,
+/* Called on a receive thread for every received message. Ownership of msg
+ * moves to the callee (nng_msg_free it). pipe identifies the connection (the
+ * client's, for replies). Must not wait for other threads. Returns false to
+ * have the connection closed. */
+typedef bool (*transport_recv_fn)(void *ctx, enum transport_origin origin, uint32_t pipe,
                                   nng_msg *msg);
 
 struct transport_opts {
@@ -45,6 +53,7 @@ struct transport_opts {
     const char *client_listen;
     const char *peer_addrs[TRANSPORT_MAX_PEERS]; /* indexed by id; [self] unused */
     size_t max_message_bytes;
+    unsigned recv_threads; /* per socket, 1..TRANSPORT_MAX_RECV_THREADS */
     transport_recv_fn on_recv;
     void *ctx;
 };
@@ -53,6 +62,7 @@ struct transport_stats {
     uint64_t peer_sent, peer_send_dropped;
     uint64_t client_sent, client_send_dropped;
     uint64_t peer_received, client_received;
+    uint64_t peer_closed, client_closed; /* connections closed for what they sent */
 };
 
 struct transport;

@@ -12,12 +12,6 @@
 #include "src/log.h"
 #include "src/statexfer.h"
 
-struct verifier_job {
-    enum transport_origin origin;
-    uint32_t pipe;
-    nng_msg *msg;
-};
-
 /* Direct-mapped verdict cache slot, keyed by the first 16 bytes of the tx
  * hash (a forged 128-bit collision is out of reach): state 0 empty, 1 valid,
  * 2 invalid. */
@@ -30,16 +24,6 @@ struct verifier_slot {
 struct verifier {
     struct verifier_opts o;
     size_t max_body;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    /* Two bounded rings: [0] peers, [1] clients. Workers serve peers first so
-     * protocol messages never wait behind a backlog of client signatures. */
-    struct verifier_job *ring[2]; /* VERIFIER_QUEUE_MAX jobs each */
-    size_t head[2], len[2];
-    bool stopping;
-    pthread_t threads[VERIFIER_MAX_WORKERS];
-    unsigned nthreads;
 
     pthread_mutex_t cache_lock;
     struct verifier_slot *cache; /* VERIFIER_CACHE_SLOTS */
@@ -130,18 +114,20 @@ static void deliver(struct verifier *v, struct verifier_event *ev)
     }
 }
 
-static void process(struct verifier *v, struct verifier_job *job)
+enum verifier_verdict verifier_process(struct verifier *v, enum transport_origin origin,
+                                       uint32_t pipe, nng_msg *msg)
 {
+    enum verifier_verdict verdict = VERIFIER_CLOSE;
     struct verifier_event *ev = calloc(1, sizeof(*ev));
     if (ev == NULL) {
-        nng_msg_free(job->msg);
+        nng_msg_free(msg);
         atomic_fetch_add(&v->queue_full, 1);
-        return;
+        return VERIFIER_KEEP;
     }
-    ev->msg = job->msg;
-    ev->pipe = job->pipe;
-    const uint8_t *bytes = nng_msg_body(job->msg);
-    size_t len = nng_msg_len(job->msg);
+    ev->msg = msg;
+    ev->pipe = pipe;
+    const uint8_t *bytes = nng_msg_body(msg);
+    size_t len = nng_msg_len(msg);
     struct tally_err err = {0};
     int rc = msg_decode(bytes, len, v->max_body, &ev->m, &err);
     if (rc != 0) {
@@ -150,10 +136,10 @@ static void process(struct verifier *v, struct verifier_job *job)
         else
             atomic_fetch_add(&v->malformed, 1);
         LOG_DEBUG("L0401", "dropped a %s message: %s",
-                  job->origin == TRANSPORT_FROM_PEER ? "peer" : "client", tally_err_text(&err));
+                  origin == TRANSPORT_FROM_PEER ? "peer" : "client", tally_err_text(&err));
         goto drop;
     }
-    if (job->origin == TRANSPORT_FROM_PEER) {
+    if (origin == TRANSPORT_FROM_PEER) {
         switch (ev->m.type) {
         case MSG_PRE_PREPARE:
         case MSG_PREPARE:
@@ -202,7 +188,7 @@ static void process(struct verifier *v, struct verifier_job *job)
             verify_chunk_txs(v, &ev->m);
         ev->kind = VERIFIER_EV_PEER;
         deliver(v, ev);
-        return;
+        return VERIFIER_KEEP;
     }
     switch (ev->m.type) {
     case MSG_REQUEST: {
@@ -211,14 +197,15 @@ static void process(struct verifier *v, struct verifier_job *job)
         ev->sig_ok = malloc(n);
         if (ev->hashes == NULL || ev->sig_ok == NULL) {
             atomic_fetch_add(&v->queue_full, 1);
-            goto drop_quiet;
+            verdict = VERIFIER_KEEP;
+            goto drop;
         }
         for (uint32_t i = 0; i < n; i++) {
             struct ledger_tx tx;
             if (ledger_tx_decode(ev->m.u.request.tx_bytes + (size_t)i * LEDGER_TX_BYTES,
                                  LEDGER_TX_BYTES, &tx) != 0) {
                 atomic_fetch_add(&v->malformed, 1);
-                goto drop_quiet;
+                goto drop;
             }
         }
         verify_batch(v, &ev->m.u.request, ev->hashes, ev->sig_ok);
@@ -233,51 +220,13 @@ static void process(struct verifier *v, struct verifier_job *job)
         break;
     default:
         atomic_fetch_add(&v->malformed, 1);
-        goto drop_quiet;
+        goto drop;
     }
     deliver(v, ev);
-    return;
+    return VERIFIER_KEEP;
 drop:
-drop_quiet:
     verifier_event_free(ev);
-}
-
-static void *worker_main(void *arg)
-{
-    struct verifier *v = arg;
-    for (;;) {
-        pthread_mutex_lock(&v->lock);
-        while (v->len[0] == 0 && v->len[1] == 0 && !v->stopping)
-            pthread_cond_wait(&v->cond, &v->lock);
-        if (v->stopping) {
-            pthread_mutex_unlock(&v->lock);
-            break;
-        }
-        int q = v->len[0] > 0 ? 0 : 1;
-        struct verifier_job job = v->ring[q][v->head[q]];
-        v->head[q] = (v->head[q] + 1) % VERIFIER_QUEUE_MAX;
-        v->len[q]--;
-        pthread_mutex_unlock(&v->lock);
-        process(v, &job);
-    }
-    return NULL;
-}
-
-void verifier_submit(struct verifier *v, enum transport_origin origin, uint32_t pipe, nng_msg *msg)
-{
-    int q = origin == TRANSPORT_FROM_PEER ? 0 : 1;
-    pthread_mutex_lock(&v->lock);
-    if (v->stopping || v->len[q] == VERIFIER_QUEUE_MAX) {
-        pthread_mutex_unlock(&v->lock);
-        atomic_fetch_add(&v->queue_full, 1);
-        nng_msg_free(msg);
-        return;
-    }
-    size_t tail = (v->head[q] + v->len[q]) % VERIFIER_QUEUE_MAX;
-    v->ring[q][tail] = (struct verifier_job){.origin = origin, .pipe = pipe, .msg = msg};
-    v->len[q]++;
-    pthread_cond_signal(&v->cond);
-    pthread_mutex_unlock(&v->lock);
+    return verdict;
 }
 
 int verifier_start(const struct verifier_opts *o, struct verifier **out, struct tally_err *err)
@@ -290,29 +239,11 @@ int verifier_start(const struct verifier_opts *o, struct verifier **out, struct 
         return tally_errf(err, TALLY_ENOMEM, "verifier: out of memory");
     v->o = *o;
     v->max_body = o->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
-    pthread_mutex_init(&v->lock, NULL);
-    pthread_cond_init(&v->cond, NULL);
     pthread_mutex_init(&v->cache_lock, NULL);
-    v->ring[0] = calloc(VERIFIER_QUEUE_MAX, sizeof(*v->ring[0]));
-    v->ring[1] = calloc(VERIFIER_QUEUE_MAX, sizeof(*v->ring[1]));
     v->cache = calloc(VERIFIER_CACHE_SLOTS, sizeof(*v->cache));
-    if (v->ring[0] == NULL || v->ring[1] == NULL || v->cache == NULL) {
+    if (v->cache == NULL) {
         verifier_stop(v);
         return tally_errf(err, TALLY_ENOMEM, "verifier: out of memory");
-    }
-    unsigned workers = o->workers;
-    if (workers == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        workers = cpus >= 8 ? 2 : 1;
-    }
-    if (workers > VERIFIER_MAX_WORKERS)
-        workers = VERIFIER_MAX_WORKERS;
-    for (unsigned i = 0; i < workers; i++) {
-        if (pthread_create(&v->threads[i], NULL, worker_main, v) != 0) {
-            verifier_stop(v);
-            return tally_errf(err, TALLY_EIO, "verifier: cannot start worker thread");
-        }
-        v->nthreads++;
     }
     *out = v;
     return TALLY_OK;
@@ -322,21 +253,7 @@ void verifier_stop(struct verifier *v)
 {
     if (v == NULL)
         return;
-    pthread_mutex_lock(&v->lock);
-    v->stopping = true;
-    pthread_cond_broadcast(&v->cond);
-    pthread_mutex_unlock(&v->lock);
-    for (unsigned i = 0; i < v->nthreads; i++)
-        pthread_join(v->threads[i], NULL);
-    for (int q = 0; q < 2; q++)
-        if (v->ring[q] != NULL)
-            for (size_t i = 0; i < v->len[q]; i++)
-                nng_msg_free(v->ring[q][(v->head[q] + i) % VERIFIER_QUEUE_MAX].msg);
-    pthread_mutex_destroy(&v->lock);
-    pthread_cond_destroy(&v->cond);
     pthread_mutex_destroy(&v->cache_lock);
-    free(v->ring[0]);
-    free(v->ring[1]);
     free(v->cache);
     free(v);
 }

@@ -1,5 +1,8 @@
-/* Verifier pool: worker threads that decode every received message and check
- * its signatures before the loop thread sees it.
+/* Verifier: decodes every received message and checks its signatures before
+ * the loop thread sees it. It runs on the transport's receive threads
+ * (verifier_process), so a message goes from the socket to the loop's queue
+ * without another thread hand-off, and the work spreads over as many threads
+ * as the transport receives on.
  *
  *  - Peer messages: the envelope must decode (msg_decode, bounded by
  *    max_message_bytes), come from a replica of the config and carry a
@@ -14,14 +17,15 @@
  *  - Transaction signatures are checked once per replica: a bounded,
  *    direct-mapped cache remembers the verdict per transaction hash, so a tx
  *    that came from a client and again inside a PRE-PREPARE costs one verify.
+ *  - A connection that sends something no honest replica or client sends
+ *    (a message that does not decode, a peer message from an unknown sender
+ *    or with a bad signature, a client message of a replica's type) gets
+ *    VERIFIER_CLOSE: the transport closes it, so a stranger pays a new
+ *    connection for every forged message instead of streaming them.
  *
- * Input arrives from the transport's receive threads (verifier_submit, never
- * blocks: drop + count when the bounded queue is full). Peer messages have
- * their own queue and are served first, so the protocol never waits behind
- * a backlog of client signatures. Output goes to the
- * deliver callback (the loop thread's queue), which takes ownership of the
- * event on success and returns nonzero when its queue is full (the pool then
- * frees the event and counts it). Prefix: verifier_. */
+ * Output goes to the deliver callback (the loop thread's queue), which takes
+ * ownership of the event on success and returns nonzero when its queue is
+ * full (the verifier then frees the event and counts it). Prefix: verifier_. */
 #ifndef TALLY_VERIFIER_H
 #define TALLY_VERIFIER_H
 
@@ -33,9 +37,7 @@
 #include "src/msg.h"
 #include "src/transport.h"
 
-#define VERIFIER_QUEUE_MAX 8192
 #define VERIFIER_CACHE_SLOTS (1u << 19) /* tx verdicts remembered (8.5 MiB) */
-#define VERIFIER_MAX_WORKERS 8
 
 enum verifier_event_kind {
     VERIFIER_EV_PEER,    /* a verified protocol message from another replica */
@@ -65,7 +67,6 @@ struct verifier_opts {
     uint32_t self, n;
     tc_pubkey replica_keys[TRANSPORT_MAX_PEERS];
     size_t max_message_bytes;
-    unsigned workers; /* 0: choose from the CPU count (1 or 2) */
     verifier_deliver_fn deliver;
     void *ctx;
     tc_hash chain_id; /* checkpoint statements are verified against it */
@@ -76,7 +77,7 @@ struct verifier_stats {
     uint64_t unknown_sender; /* sender not a replica of the config (or ourselves) */
     uint64_t malformed;      /* did not decode, or wrong type for where it came from */
     uint64_t oversized;      /* longer than max_message_bytes */
-    uint64_t queue_full;     /* dropped because a queue was full */
+    uint64_t queue_full;     /* dropped because the loop's queue was full */
     uint64_t tx_verified;    /* transaction signatures actually checked */
     uint64_t tx_cache_hits;  /* ... and answered by the cache */
     uint64_t tx_bad_signature;
@@ -85,11 +86,18 @@ struct verifier_stats {
 struct verifier;
 
 int verifier_start(const struct verifier_opts *o, struct verifier **out, struct tally_err *err);
-/* Stop the workers (queued input is freed), free. NULL is fine. */
+/* Free. NULL is fine. No verifier_process may be running. */
 void verifier_stop(struct verifier *v);
 
-/* Queue a received message (ownership of msg moves to the pool, always). */
-void verifier_submit(struct verifier *v, enum transport_origin origin, uint32_t pipe, nng_msg *msg);
+enum verifier_verdict {
+    VERIFIER_KEEP,  /* delivered, or dropped for a reason an honest sender can cause */
+    VERIFIER_CLOSE, /* the sender is not honest: close its connection */
+};
+
+/* Decode and verify a received message on the calling thread and deliver it
+ * (ownership of msg moves to the verifier, always). Thread-safe. */
+enum verifier_verdict verifier_process(struct verifier *v, enum transport_origin origin,
+                                       uint32_t pipe, nng_msg *msg);
 
 /* 1 when the tx (146 bytes, hash h) carries a valid signature: answered from
  * the cache, or verified now on the calling thread and remembered. */
