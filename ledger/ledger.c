@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "ledger/block.h"
 #include "ledger/ledger_internal.h"
@@ -15,17 +16,23 @@
  * accounts take ~60 MB of account blocks. */
 #define LEDGER_BLOCK_CACHE_BYTES ((size_t)256 << 20)
 
+/* Free space an open needs above the floor (LEDGER_MIN_FREE_BYTES): RocksDB
+ * preallocates a new 4 MiB MANIFEST at every open. */
+#define LEDGER_OPEN_FREE_BYTES ((uint64_t)4 << 20)
+
 /* One account touched by the block being applied, in first-touch order. */
 struct acct_entry {
     tc_pubkey pk;
     struct ledger_account cur;
     struct ledger_account old;
+    bool loaded; /* cur, old and existed are read from RocksDB */
     bool existed;
     bool dirty;
 };
 
 struct ledger {
     rocksdb_t *db;
+    rocksdb_column_family_handle_t *cf; /* the default (only) one, for batched reads */
     rocksdb_options_t *options;
     rocksdb_env_t *env; /* in-memory env, or NULL */
     rocksdb_block_based_table_options_t *table;
@@ -37,6 +44,7 @@ struct ledger {
     uint64_t cert_staged_max;    /* ... the highest staged one is for this height */
     char *dir;
     bool read_only;
+    uint64_t min_free; /* bytes kept free in dir (0: no check; in-memory, read-only) */
 
     bool has_genesis;
     uint64_t height;
@@ -55,7 +63,14 @@ struct ledger {
     uint32_t nacct;
     uint32_t *acct_slots; /* open addressing: entry index + 1, 0 = empty */
     uint32_t *tx_slots;   /* same, over hashes[] of first occurrences */
-    uint32_t *order;      /* up to 2 * cap: keys of the WriteBatch in ascending order */
+    uint32_t *order;      /* up to 3 * cap: keys of the WriteBatch (or of the batched read)
+                           * in ascending order */
+    /* The block's batched read (prefetch_block), up to 3 * cap keys. */
+    uint8_t (*mg_key)[1 + TC_PUBKEY_BYTES];
+    const char **mg_keys;
+    size_t *mg_lens;
+    rocksdb_pinnableslice_t **mg_vals;
+    char **mg_errs;
     uint32_t slot_mask;
     uint8_t hash_key[crypto_shorthash_KEYBYTES];
 };
@@ -85,6 +100,8 @@ static int rocks_err(struct tally_err *err, char *msg, const char *dir, const ch
              (strstr(msg, "/LOCK") != NULL || strstr(msg, "lock file") != NULL ||
               strstr(msg, "lock hold") != NULL))
         code = TALLY_EBUSY; /* RocksDB's LOCK file: flock()ed by another open */
+    else if (strstr(msg, "No space left") != NULL)
+        code = TALLY_ENOSPC;
     if (code == TALLY_EBUSY)
         tally_errf(err, code, "data directory %s is in use by another process (%s)", dir, msg);
     else if (code == TALLY_ECORRUPT)
@@ -106,9 +123,40 @@ static int db_get(struct ledger *l, const uint8_t *key, size_t klen, char **val,
     return TALLY_OK;
 }
 
+/* The free-space floor: refuse (TALLY_ENOSPC, nothing written) when the
+ * filesystem of the data directory would have less than l->min_free bytes
+ * free after `need` more. RocksDB is never the one to find the disk full: its
+ * out-of-space handling (background errors, auto-recovery that polls for
+ * space, LOG writes into the full directory) is version-dependent, and the
+ * replica then stops on a clear line instead. Cost: one statvfs() per write
+ * batch. When statvfs itself fails there is no verdict: the write goes on. */
+static int space_check(const struct ledger *l, uint64_t need, const char *what,
+                       struct tally_err *err)
+{
+    struct statvfs st;
+    if (l->min_free == 0 || statvfs(l->dir, &st) != 0)
+        return TALLY_OK;
+    uint64_t avail = (uint64_t)st.f_bavail * st.f_frsize;
+    if (avail >= l->min_free && avail - l->min_free >= need)
+        return TALLY_OK;
+    return tally_errf(err, TALLY_ENOSPC,
+                      "data directory %s is nearly full: %llu KiB free, the ledger keeps %llu KiB "
+                      "free and %s needs %llu KiB more: nothing written (free space on that "
+                      "filesystem, then restart)",
+                      l->dir, (unsigned long long)(avail >> 10),
+                      (unsigned long long)(l->min_free >> 10), what,
+                      (unsigned long long)((need + 1023) >> 10));
+}
+
 static int db_write(struct ledger *l, struct tally_err *err)
 {
     char *e = NULL;
+    /* Twice the batch: its WAL record now, its share of a memtable flush later. */
+    size_t bytes = 0;
+    (void)rocksdb_writebatch_data(l->batch, &bytes);
+    int rc = space_check(l, 2 * (uint64_t)bytes, "this write", err);
+    if (rc != TALLY_OK)
+        return rc;
     rocksdb_write(l->db, l->wo, l->batch, &e);
     if (e != NULL)
         return rocks_err(err, e, l->dir, "write");
@@ -166,6 +214,25 @@ static int head_load(struct ledger *l, struct tally_err *err)
                         "data directory %s is corrupt: head record has %zu bytes", l->dir, len);
         goto out;
     }
+    /* The state digest's construction is part of the format: a directory
+     * from another format would mix two digests. Refuse it by name. */
+    uint8_t vkey = LEDGER_KEY_FORMAT;
+    char *tag = NULL;
+    size_t tlen = 0;
+    rc = db_get(l, &vkey, 1, &tag, &tlen, err);
+    if (rc != TALLY_OK)
+        goto out;
+    if (tag == NULL || tlen != strlen(LEDGER_FORMAT_TAG) ||
+        memcmp(tag, LEDGER_FORMAT_TAG, tlen) != 0) {
+        rc = tally_errf(err, TALLY_EMISMATCH,
+                        "data directory %s holds ledger format \"%.*s\", this build reads \"%s\" "
+                        "(export it with the old build, or start over with an empty directory)",
+                        l->dir, tag != NULL ? (int)(tlen > 40 ? 40 : tlen) : 4,
+                        tag != NULL ? tag : "none", LEDGER_FORMAT_TAG);
+        free(tag);
+        goto out;
+    }
+    free(tag);
     const uint8_t *p = (const uint8_t *)val;
     l->height = ledger_get_u64(p);
     memcpy(l->head_hash.b, p + 8, TC_HASH_BYTES);
@@ -232,6 +299,8 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
         return tally_errf(err, TALLY_ENOMEM, "out of memory opening %s", dir);
     l->dir = strdup(dir);
     l->read_only = opts->read_only;
+    if (!opts->in_memory && !opts->read_only)
+        l->min_free = opts->min_free_bytes ? opts->min_free_bytes : LEDGER_MIN_FREE_BYTES;
     l->options = rocksdb_options_create();
     l->table = rocksdb_block_based_options_create();
     l->ro = rocksdb_readoptions_create();
@@ -278,11 +347,22 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
     rocksdb_readoptions_set_verify_checksums(l->ro, 1);
     rocksdb_writeoptions_set_sync(l->wo, opts->sync);
 
+    /* Opening writes too (MANIFEST, OPTIONS, a new WAL, the replayed
+     * memtable): below the floor, refuse before RocksDB starts. */
+    rc = space_check(l, LEDGER_OPEN_FREE_BYTES, "opening it", err);
+    if (rc != TALLY_OK)
+        goto fail;
     char *e = NULL;
+    /* Opened by column family only to get a handle on the default one
+     * (rocksdb_batched_multi_get_cf needs it): the same files and options as
+     * a plain open, and a data directory has no other column family. */
+    const char *cf_names[1] = {"default"};
+    const rocksdb_options_t *cf_opts[1] = {l->options};
     if (opts->read_only)
-        l->db = rocksdb_open_for_read_only(l->options, dir, 0, &e);
+        l->db = rocksdb_open_for_read_only_column_families(l->options, dir, 1, cf_names, cf_opts,
+                                                           &l->cf, 0, &e);
     else
-        l->db = rocksdb_open(l->options, dir, &e);
+        l->db = rocksdb_open_column_families(l->options, dir, 1, cf_names, cf_opts, &l->cf, &e);
     if (e != NULL) {
         rc = rocks_err(err, e, dir, "open");
         goto fail;
@@ -325,6 +405,8 @@ void ledger_close(struct ledger *l)
         rocksdb_free(e);
         rocksdb_flushoptions_destroy(fo);
     }
+    if (l->cf != NULL)
+        rocksdb_column_family_handle_destroy(l->cf);
     if (l->db != NULL)
         rocksdb_close(l->db);
     rocksdb_writebatch_destroy(l->batch);
@@ -344,6 +426,11 @@ void ledger_close(struct ledger *l)
     free(l->acct_slots);
     free(l->tx_slots);
     free(l->order);
+    free(l->mg_key);
+    free(l->mg_keys);
+    free(l->mg_lens);
+    free(l->mg_vals);
+    free(l->mg_errs);
     free(l->dir);
     free(l);
 }
@@ -524,10 +611,27 @@ static int ensure_capacity(struct ledger *l, uint32_t count, struct tally_err *e
     uint32_t *ts = realloc(l->tx_slots, (size_t)slots * sizeof(uint32_t));
     if (ts != NULL)
         l->tx_slots = ts;
-    uint32_t *order = realloc(l->order, 2 * (size_t)want * sizeof(uint32_t));
+    uint32_t *order = realloc(l->order, 3 * (size_t)want * sizeof(uint32_t));
     if (order != NULL)
         l->order = order;
-    if (!results || !hashes || !indexed || !buf || !accts || !as || !ts || !order)
+    size_t nkeys = 3 * (size_t)want;
+    uint8_t(*mg_key)[1 + TC_PUBKEY_BYTES] = realloc(l->mg_key, nkeys * sizeof(*mg_key));
+    if (mg_key != NULL)
+        l->mg_key = mg_key;
+    const char **mg_keys = realloc(l->mg_keys, nkeys * sizeof(*mg_keys));
+    if (mg_keys != NULL)
+        l->mg_keys = mg_keys;
+    size_t *mg_lens = realloc(l->mg_lens, nkeys * sizeof(*mg_lens));
+    if (mg_lens != NULL)
+        l->mg_lens = mg_lens;
+    rocksdb_pinnableslice_t **mg_vals = realloc(l->mg_vals, nkeys * sizeof(*mg_vals));
+    if (mg_vals != NULL)
+        l->mg_vals = mg_vals;
+    char **mg_errs = realloc(l->mg_errs, nkeys * sizeof(*mg_errs));
+    if (mg_errs != NULL)
+        l->mg_errs = mg_errs;
+    if (!results || !hashes || !indexed || !buf || !accts || !as || !ts || !order || !mg_key ||
+        !mg_keys || !mg_lens || !mg_vals || !mg_errs)
         return tally_errf(err, TALLY_ENOMEM, "out of memory for a block of %u transactions", count);
     l->cap = want;
     l->slot_mask = slots - 1;
@@ -555,19 +659,6 @@ static bool tx_seen_in_block(struct ledger *l, uint32_t i)
     return false;
 }
 
-static int tx_in_ledger(struct ledger *l, const tc_hash *h, bool *found, struct tally_err *err)
-{
-    uint8_t key[1 + TC_HASH_BYTES];
-    key[0] = LEDGER_KEY_TX;
-    memcpy(key + 1, h->b, TC_HASH_BYTES);
-    char *val = NULL;
-    size_t len = 0;
-    int rc = db_get(l, key, sizeof(key), &val, &len, err);
-    *found = val != NULL;
-    free(val);
-    return rc;
-}
-
 static int account_decode(const struct ledger *l, const tc_pubkey *pk, const char *val, size_t len,
                           struct ledger_account *a, struct tally_err *err)
 {
@@ -585,22 +676,35 @@ static int account_decode(const struct ledger *l, const tc_pubkey *pk, const cha
     return TALLY_OK;
 }
 
-/* The block-local copy of an account, loaded from RocksDB on first touch. */
-static int acct_get(struct ledger *l, const tc_pubkey *pk, struct acct_entry **out,
-                    struct tally_err *err)
+/* The block-local entry of an account: found, or added zeroed and not loaded. */
+static struct acct_entry *acct_entry_of(struct ledger *l, const tc_pubkey *pk, bool *added)
 {
     uint32_t s = slot_of(l, pk->b);
     while (l->acct_slots[s] != 0) {
         struct acct_entry *e = &l->accts[l->acct_slots[s] - 1];
         if (memcmp(e->pk.b, pk->b, TC_PUBKEY_BYTES) == 0) {
-            *out = e;
-            return TALLY_OK;
+            *added = false;
+            return e;
         }
         s = (s + 1) & l->slot_mask;
     }
     struct acct_entry *e = &l->accts[l->nacct];
     memset(e, 0, sizeof(*e));
     e->pk = *pk;
+    l->acct_slots[s] = ++l->nacct;
+    *added = true;
+    return e;
+}
+
+/* The block-local copy of an account: prefetched, or read now. */
+static int acct_get(struct ledger *l, const tc_pubkey *pk, struct acct_entry **out,
+                    struct tally_err *err)
+{
+    bool added;
+    struct acct_entry *e = acct_entry_of(l, pk, &added);
+    *out = e;
+    if (e->loaded)
+        return TALLY_OK;
     uint8_t key[1 + TC_PUBKEY_BYTES];
     account_key(pk, key);
     char *val = NULL;
@@ -614,8 +718,7 @@ static int acct_get(struct ledger *l, const tc_pubkey *pk, struct acct_entry **o
     if (rc != TALLY_OK)
         return rc;
     e->old = e->cur;
-    l->acct_slots[s] = ++l->nacct;
-    *out = e;
+    e->loaded = true;
     return TALLY_OK;
 }
 
@@ -673,6 +776,84 @@ static int cmp_hash_idx(const void *a, const void *b, void *ctx)
     return memcmp(v[*(const uint32_t *)a].b, v[*(const uint32_t *)b].b, TC_HASH_BYTES);
 }
 
+/* Read what the block will look up in one batched read, keys in ascending
+ * order: every account its transfers name (both sides of each transfer that
+ * decodes, whatever its signature or nonce) and the tx-index entry of each
+ * transaction's first occurrence in the block. RocksDB then looks each SST
+ * file's index and filter up once per batch instead of once per key
+ * (BENCHMARKS.md, "The ledger alone"). Sets hashes[] and indexed[] (1: the
+ * first occurrence in the block, and not in the ledger). An account record
+ * that does not decode stays unloaded: acct_get reads it again and reports
+ * it only if a transfer touches the account, as before. */
+static int prefetch_block(struct ledger *l, const uint8_t *tx_bytes, uint32_t count,
+                          struct tally_err *err)
+{
+    uint32_t na = 0, nt = 0;
+    uint32_t *txi = l->order + 2 * (size_t)count; /* after the accounts' indexes */
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *p = tx_bytes + (size_t)i * LEDGER_TX_BYTES;
+        ledger_tx_hash_bytes(p, &l->hashes[i]);
+        l->indexed[i] = !tx_seen_in_block(l, i);
+        if (l->indexed[i])
+            txi[nt++] = i;
+        struct ledger_tx tx;
+        if (ledger_tx_decode(p, LEDGER_TX_BYTES, &tx) != TALLY_OK)
+            continue;
+        bool added;
+        struct acct_entry *e = acct_entry_of(l, &tx.from, &added);
+        if (added)
+            l->order[na++] = (uint32_t)(e - l->accts);
+        e = acct_entry_of(l, &tx.to, &added);
+        if (added)
+            l->order[na++] = (uint32_t)(e - l->accts);
+    }
+    if (na + nt == 0)
+        return TALLY_OK;
+    /* 'A' keys sort before 'T' keys. */
+    qsort_r(l->order, na, sizeof(uint32_t), cmp_acct_idx, l->accts);
+    qsort_r(txi, nt, sizeof(uint32_t), cmp_hash_idx, l->hashes);
+    for (uint32_t k = 0; k < na + nt; k++) {
+        if (k < na) {
+            account_key(&l->accts[l->order[k]].pk, l->mg_key[k]);
+        } else {
+            l->mg_key[k][0] = LEDGER_KEY_TX;
+            memcpy(l->mg_key[k] + 1, l->hashes[txi[k - na]].b, TC_HASH_BYTES);
+        }
+        l->mg_keys[k] = (const char *)l->mg_key[k];
+        l->mg_lens[k] = sizeof(l->mg_key[k]);
+    }
+    rocksdb_batched_multi_get_cf(l->db, l->ro, l->cf, na + nt, l->mg_keys, l->mg_lens, l->mg_vals,
+                                 l->mg_errs, true);
+    int rc = TALLY_OK;
+    for (uint32_t k = 0; k < na + nt; k++) {
+        if (l->mg_errs[k] != NULL) {
+            if (rc == TALLY_OK)
+                rc = rocks_err(err, l->mg_errs[k], l->dir, "read");
+            else
+                rocksdb_free(l->mg_errs[k]);
+            continue;
+        }
+        if (k >= na) {
+            if (l->mg_vals[k] != NULL)
+                l->indexed[txi[k - na]] = 0; /* in the ledger already */
+        } else if (l->mg_vals[k] != NULL) {
+            struct acct_entry *e = &l->accts[l->order[k]];
+            size_t len = 0;
+            const char *val = rocksdb_pinnableslice_value(l->mg_vals[k], &len);
+            if (len == LEDGER_ACCOUNT_BYTES &&
+                account_decode(l, &e->pk, val, len, &e->cur, err) == TALLY_OK) {
+                e->existed = true;
+                e->loaded = true;
+            }
+            e->old = e->cur;
+        } else {
+            l->accts[l->order[k]].loaded = true; /* no such account yet */
+        }
+        rocksdb_pinnableslice_destroy(l->mg_vals[k]); /* NULL: nothing */
+    }
+    return rc;
+}
+
 static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_bytes, uint32_t count,
                        const uint8_t *sig_ok, bool verify, struct ledger_block_result *out,
                        struct tally_err *err)
@@ -695,18 +876,14 @@ static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_byte
     memset(l->acct_slots, 0, ((size_t)l->slot_mask + 1) * sizeof(uint32_t));
     memset(l->tx_slots, 0, ((size_t)l->slot_mask + 1) * sizeof(uint32_t));
     l->nacct = 0;
+    rc = prefetch_block(l, tx_bytes, count, err);
+    if (rc != TALLY_OK)
+        goto fail;
 
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *p = tx_bytes + (size_t)i * LEDGER_TX_BYTES;
         struct ledger_tx tx;
-        ledger_tx_hash_bytes(p, &l->hashes[i]);
-        bool seen = tx_seen_in_block(l, i);
-        if (!seen) {
-            rc = tx_in_ledger(l, &l->hashes[i], &seen, err);
-            if (rc != TALLY_OK)
-                goto fail;
-        }
-        l->indexed[i] = !seen;
+        bool seen = !l->indexed[i]; /* prefetch_block */
         if (ledger_tx_decode(p, LEDGER_TX_BYTES, &tx) != TALLY_OK) {
             l->results[i] = LEDGER_RESULT_MALFORMED;
             continue;

@@ -40,7 +40,16 @@ struct ledger_open_opts {
     bool sync;      /* fsync every block's WriteBatch (default true) */
     bool read_only; /* audit, export: no writes, no lock taken (RocksDB read-only
                      * opens do not lock), sees the data as of the open */
+    uint64_t min_free_bytes; /* free-space floor; 0: LEDGER_MIN_FREE_BYTES */
 };
+/* A writable ledger on disk keeps this much free on its filesystem. Every
+ * write (a block, ledger_meta_flush, put/delete meta) that would leave less
+ * than the floor plus twice its batch, and an open with less than the floor
+ * plus 4 MiB (RocksDB's MANIFEST preallocation), fails with TALLY_ENOSPC
+ * "data directory X is nearly full: ..." and writes nothing: RocksDB never
+ * meets a full disk. 64 MiB: RocksDB's default write buffer, so that the
+ * memtable can still be flushed at close. */
+#define LEDGER_MIN_FREE_BYTES ((uint64_t)64 << 20)
 #define LEDGER_OPEN_OPTS_DEFAULT                                                                   \
     {                                                                                              \
         .in_memory = false, .sync = true, .read_only = false                                       \

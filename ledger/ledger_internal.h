@@ -16,9 +16,9 @@
                                */
 #define LEDGER_KEY_HEAD 'H'   /* 'H'                       -> head record */
 #define LEDGER_KEY_META 'P'   /* 'P' || key                -> protocol state (src/) */
-#define LEDGER_KEY_FORMAT 'V' /* 'V'                       -> "tally-ledger-v1" */
+#define LEDGER_KEY_FORMAT 'V' /* 'V'                       -> "tally-ledger-v2" */
 
-#define LEDGER_FORMAT_TAG "tally-ledger-v1"
+#define LEDGER_FORMAT_TAG "tally-ledger-v2"
 #define LEDGER_TXINDEX_BYTES 13
 #define LEDGER_ACCOUNT_BYTES 24
 /* u64 height || 32 head hash || 32 genesis hash || 2048 LtHash lanes */

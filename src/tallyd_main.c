@@ -9,11 +9,14 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "crypto/crypto.h"
@@ -37,6 +40,27 @@ static void usage(FILE *out)
                  "  --help            show this help\n"
                  "\n"
                  "SIGTERM or SIGINT shuts the replica down cleanly.\n");
+}
+
+/* A shutdown is given this long. replica_stop() closes the ledger (every
+ * write is synced by then) before it tears down NNG, and NNG 1.5.2's
+ * nng_close() of the peer listener can block forever while peers are still
+ * pushing to it (seen after a fatal error under load): then tallyd would
+ * linger, serving no one, instead of exiting. */
+#define TALLYD_STOP_SECONDS 5
+
+static void *stop_watchdog(void *arg)
+{
+    int status = (int)(intptr_t)arg;
+    struct timespec ts = {.tv_sec = TALLYD_STOP_SECONDS, .tv_nsec = 0};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    LOG_ERROR("L0606",
+              "shutdown not finished after %d s: exiting anyway with status %d (every ledger "
+              "write is synced when made; NNG's socket close can hang)",
+              TALLYD_STOP_SECONDS, status);
+    _exit(status);
+    return NULL;
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -215,6 +239,10 @@ int main(int argc, char **argv)
             break;
         }
     }
+    /* Bounded: see TALLYD_STOP_SECONDS. */
+    pthread_t watchdog;
+    if (pthread_create(&watchdog, NULL, stop_watchdog, (void *)(intptr_t)status) == 0)
+        pthread_detach(watchdog);
     replica_stop(r);
     r = NULL;
     LOG_INFO("L0605", "stopped cleanly");

@@ -13,12 +13,14 @@ E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/tally-e2e.XXXXXX")
 E2E_PIDS=()
 E2E_START=$(date +%s)
 
-# alive PID: the process runs (exists and is not a zombie: a zombie's
-# cmdline reads empty). Note that [ -s /proc/PID/cmdline ] is always false:
-# procfs reports size 0.
+# alive PID: the process runs (exists and is not a zombie). Not from
+# /proc/PID/cmdline: it reads empty for a moment while a just-started child
+# execs (the new mm has no arguments yet), which took a starting tallyd for
+# one that had exited.
 alive() {
-    local c
-    { c=$(tr -d '\0' <"/proc/$1/cmdline"); } 2>/dev/null && [ -n "$c" ]
+    local st
+    st=$(sed -n 's/^State:[[:space:]]*\([A-Za-z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) &&
+        [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }
 
 e2e_cleanup() {

@@ -234,6 +234,35 @@ static void test_lthash_add_remove_returns_to_zero(void **state)
     assert_memory_equal(h.lane, zero.lane, sizeof(h.lane));
 }
 
+/* Known answers computed outside tally (Python: hashlib's SHA-256 and the
+ * `cryptography` package's ChaCha20, RFC 8439): expand(e) is the ChaCha20
+ * keystream under SHA-256("tally-lthash16-v1" || e), zero nonce, counter 0. */
+static void test_lthash_known_answers(void **state)
+{
+    (void)state;
+    static tc_lthash h;
+    static uint8_t bytes[TC_LTHASH_BYTES];
+    static const uint8_t lanes_abc[16] = {0x42, 0x21, 0x3e, 0x9d, 0x42, 0x4b, 0xb9, 0xa5,
+                                          0x73, 0x14, 0x7c, 0xcf, 0xae, 0xaa, 0x97, 0xee};
+    tc_hash got, want;
+    tc_lthash_zero(&h);
+    tc_lthash_add(&h, (const uint8_t *)"abc", 3);
+    assert_int_equal(h.lane[0], 8514);
+    assert_int_equal(h.lane[TC_LTHASH_LANES - 1], 4756);
+    tc_lthash_serialize(&h, bytes);
+    assert_memory_equal(bytes, lanes_abc, sizeof(lanes_abc));
+    tc_lthash_digest(&h, &got);
+    hash_from_hex("84961ad003f7ddda7d9527260f0fcc3f937e98b4608831f23ac075b55c76825f", &want);
+    assert_memory_equal(got.b, want.b, TC_HASH_BYTES);
+
+    tc_lthash_zero(&h);
+    tc_lthash_add(&h, (const uint8_t *)"alice:100", 9);
+    tc_lthash_add(&h, (const uint8_t *)"bob:7", 5);
+    tc_lthash_digest(&h, &got);
+    hash_from_hex("d7c82917b91344815544c274f5fb296ec2bbb021c3245380bf06444232a15f59", &want);
+    assert_memory_equal(got.b, want.b, TC_HASH_BYTES);
+}
+
 static void test_lthash_order_independent_and_serializes(void **state)
 {
     (void)state;
@@ -404,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_hex_round_trip_and_bad_hex),
         cmocka_unit_test(test_lthash_add_remove_returns_to_zero),
         cmocka_unit_test(test_lthash_order_independent_and_serializes),
+        cmocka_unit_test(test_lthash_known_answers),
         cmocka_unit_test_setup_teardown(test_keyfile_round_trip_mode_0600, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_keyfile_refuses_overwrite, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_keyfile_wrong_permissions, setup_tmp, teardown_tmp),

@@ -445,6 +445,85 @@ static void test_corrupt_head(void **state)
     lf_rmdir(dir);
 }
 
+/* A block's accounts are read in one batch before it executes; a record that
+ * does not decode fails the block only if a transfer touches the account
+ * (here: not for a transfer whose signature is bad, then for a good one). The
+ * directory was last written by a plain rocksdb_open: it opens as before. */
+static void test_corrupt_account(void **state)
+{
+    (void)state;
+    char *dir = lf_tmpdir();
+    struct ledger_open_opts o = {.sync = false};
+    struct ledger *l = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
+    genesis(l);
+    ledger_close(l);
+
+    rocksdb_options_t *opts = rocksdb_options_create();
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open(opts, dir, &e);
+    assert_null(e);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    uint8_t key[1 + TC_PUBKEY_BYTES];
+    key[0] = LEDGER_KEY_ACCOUNT;
+    memcpy(key + 1, keys[1].pk.b, TC_PUBKEY_BYTES);
+    rocksdb_put(db, wo, (const char *)key, sizeof(key), "short", 5, &e);
+    assert_null(e);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_options_destroy(opts);
+
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
+    uint8_t txs[2 * LEDGER_TX_BYTES];
+    lf_transfer(&keys[0], &keys[2].pk, 5, 1, txs);
+    lf_transfer(&keys[1], &keys[2].pk, 5, 1, txs + LEDGER_TX_BYTES);
+    txs[2 * LEDGER_TX_BYTES - 1] ^= 1;
+    struct ledger_block_result res;
+    assert_int_equal(ledger_apply_block(l, 1, txs, 2, &res, &err), TALLY_OK);
+    assert_int_equal(res.results[0], LEDGER_RESULT_OK);
+    assert_int_equal(res.results[1], LEDGER_RESULT_BAD_SIGNATURE);
+    assert_true(account(l, 2, NULL).balance == 3005);
+
+    lf_transfer(&keys[0], &keys[1].pk, 5, 2, txs);
+    assert_int_equal(ledger_apply_block(l, 2, txs, 1, &res, &err), TALLY_ECORRUPT);
+    assert_non_null(strstr(err.msg, "5-byte record"));
+    assert_true(ledger_height(l) == 1);
+    ledger_close(l);
+    lf_rmdir(dir);
+}
+
+/* A directory written by another ledger format (v1: SHAKE256 state digest)
+ * is refused at open, by name, instead of mixing two digests. */
+static void test_old_format_refused(void **state)
+{
+    (void)state;
+    char *dir = lf_tmpdir();
+    struct ledger_open_opts o = {.sync = false};
+    struct ledger *l = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
+    genesis(l);
+    ledger_close(l);
+
+    rocksdb_options_t *opts = rocksdb_options_create();
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open(opts, dir, &e);
+    assert_null(e);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    uint8_t key = LEDGER_KEY_FORMAT;
+    rocksdb_put(db, wo, (const char *)&key, 1, "tally-ledger-v1", 15, &e);
+    assert_null(e);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_options_destroy(opts);
+
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_EMISMATCH);
+    assert_non_null(strstr(err.msg, "tally-ledger-v1"));
+    assert_non_null(strstr(err.msg, LEDGER_FORMAT_TAG));
+    lf_rmdir(dir);
+}
+
 /* Another process holds the directory: EBUSY, until it exits. */
 static void test_busy_other_process(void **state)
 {
@@ -609,6 +688,8 @@ int main(void)
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_reopen_and_busy),
         cmocka_unit_test(test_corrupt_head),
+        cmocka_unit_test(test_corrupt_account),
+        cmocka_unit_test(test_old_format_refused),
         cmocka_unit_test(test_meta),
         cmocka_unit_test(test_busy_other_process),
         cmocka_unit_test(test_corrupt_sst),
