@@ -36,7 +36,9 @@ typedef void (*ledger_audit_progress_fn)(void *ctx, uint64_t height, uint64_t he
 struct ledger_audit_opts {
     ledger_audit_progress_fn progress; /* may be NULL */
     void *progress_ctx;
-    unsigned workers; /* signature verification threads; 0 = number of CPUs (max 64) */
+    /* Worker threads for signatures, hashes and the per-block LtHash deltas
+     * (the auditing thread executes); 0 = number of CPUs (max 64). */
+    unsigned workers;
     /* The cluster's replica keys, to verify checkpoint certificate signatures
      * with `cert_quorum` (2f+1); NULL: certificates are checked against the
      * chain only. */

@@ -368,6 +368,90 @@ static void test_tampered_results_and_index(void **state)
     lf_rmdir(dir);
 }
 
+/* The state digests are summed by worker threads per block and compared in
+ * height order: any number of workers gives the ledger's own (sequential)
+ * digest and head. */
+static void test_workers_agree(void **state)
+{
+    (void)state;
+    char db[4200];
+    snprintf(db, sizeof(db), "%s/db", base_dir);
+    struct tally_err err = {0};
+    struct ledger *l = NULL;
+    assert_int_equal(ledger_open(db, &l, &err), TALLY_OK);
+    tc_hash h, d;
+    ledger_head_hash(l, &h);
+    ledger_state_digest(l, &d);
+    ledger_close(l);
+    static const unsigned workers[] = {1, 2, 3, 8};
+    for (size_t i = 0; i < sizeof(workers) / sizeof(workers[0]); i++) {
+        struct ledger_audit_opts o = {.workers = workers[i]};
+        struct ledger_audit_report rep;
+        assert_int_equal(ledger_audit(db, &o, &rep, &err), TALLY_OK);
+        if (!rep.intact)
+            fail_msg("audit with %u workers: %s", workers[i], rep.problem);
+        assert_true(rep.blocks == BLOCKS + 1);
+        assert_true(rep.txs == BLOCKS * PER_BLOCK);
+        assert_true(rep.accounts == 120);
+        assert_memory_equal(&h, &rep.head_hash, sizeof(h));
+        assert_memory_equal(&d, &rep.state_digest, sizeof(d));
+    }
+}
+
+/* A state digest is compared after the main thread has executed later
+ * blocks; the report still names the first problem by height, with the
+ * counts as of that block. */
+static void expect_digest_problem(const char *db, uint64_t height)
+{
+    static const unsigned workers[] = {0, 1, 3};
+    for (size_t i = 0; i < sizeof(workers) / sizeof(workers[0]); i++) {
+        struct ledger_audit_opts o = {.workers = workers[i]};
+        struct ledger_audit_report rep;
+        struct tally_err err = {0};
+        assert_int_equal(ledger_audit(db, &o, &rep, &err), TALLY_OK);
+        assert_false(rep.intact);
+        if (rep.problem_height != height || strstr(rep.problem, "state_digest") == NULL)
+            fail_msg("%u workers: expected a state_digest problem at %llu, got '%s'", workers[i],
+                     (unsigned long long)height, rep.problem);
+        assert_true(rep.blocks == height); /* blocks 0..height-1 passed */
+        assert_true(rep.txs == height * PER_BLOCK);
+        assert_true(rep.accounts == (height == 0 ? ACCOUNTS : 120));
+    }
+    int rc = run_tool(db);
+    if (rc >= 0)
+        assert_int_equal(rc, 1);
+}
+
+static void test_tampered_digest(void **state)
+{
+    (void)state;
+    char db[4200];
+    uint8_t key[9];
+    /* The genesis digest (block 1's link breaks too). */
+    char *dir = copy_base(db, sizeof(db));
+    ledger_block_key(0, key);
+    tamper(db, key, sizeof(key), 108 + 31, 0x01);
+    expect_digest_problem(db, 0);
+    lf_rmdir(dir);
+
+    /* The last block's: no later block links to it. */
+    dir = copy_base(db, sizeof(db));
+    ledger_block_key(BLOCKS, key);
+    tamper(db, key, sizeof(key), 108, 0x80);
+    expect_digest_problem(db, BLOCKS);
+    lf_rmdir(dir);
+
+    /* Block 71's, and a recorded result in block 75 that the main thread
+     * finds before block 71's digest has been compared. */
+    dir = copy_base(db, sizeof(db));
+    ledger_block_key(71, key);
+    tamper(db, key, sizeof(key), 120, 0x04);
+    ledger_block_key(75, key);
+    tamper(db, key, sizeof(key), LEDGER_BLOCK_HEADER_BYTES + PER_BLOCK * LEDGER_TX_BYTES + 4, 0x02);
+    expect_digest_problem(db, 71);
+    lf_rmdir(dir);
+}
+
 /* ---- crash ------------------------------------------------------------------ */
 
 static void child_loop(const char *db, int fd)
@@ -449,6 +533,8 @@ int main(void)
         cmocka_unit_test(test_tampered_link),
         cmocka_unit_test(test_tampered_account),
         cmocka_unit_test(test_tampered_results_and_index),
+        cmocka_unit_test(test_workers_agree),
+        cmocka_unit_test(test_tampered_digest),
         cmocka_unit_test(test_crash),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
