@@ -207,3 +207,11 @@ void pbft_recv_checkpoint(struct pbft *p, const struct msg *m)
     try_stable(p, c);
     pbft_state_check(p);
 }
+
+void pbft_restore_checkpoint_vote(struct pbft *p, uint64_t seq, const struct pbft_exec_result *res)
+{
+    if (seq == 0 || seq % p->cfg.checkpoint_interval != 0 || seq <= p->stable ||
+        seq > p->last_executed)
+        return;
+    pbft_checkpoint_own(p, seq, res); /* the same statement again: sends, may stabilize */
+}

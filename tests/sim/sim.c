@@ -16,6 +16,8 @@
 #define SIM_TICK_MS 5
 #define SIM_CLIENT_TIMEOUT_MS 400
 #define SIM_GENESIS_BALANCE 1000
+#define SIM_FORCE_CRASH_MS 2000
+#define SIM_MAX_CKPT_CRASHES 64
 
 /* --- PRNG: splitmix64 ------------------------------------------------------ */
 
@@ -70,11 +72,19 @@ struct sim_event {
     size_t len;
 };
 
-struct sim_prec { /* a persisted promise, with its own copy of the batch */
-    struct pbft_persist rec;
-    struct msg_batch batch;
+/* One durable protocol record, stored the way tallyd's io_persist stores it
+ * (src/replica.c): under the key "pp" / "pr" / "cm" || seq, the latest write
+ * of a key replacing the one before (a PRE-PREPARE of a new view overwrites
+ * the old view's at that seq), with only the fields tallyd writes. */
+struct sim_prec {
+    enum pbft_persist_kind kind; /* PREPREPARE, PREPARE or COMMIT */
+    uint64_t seq, view;
+    tc_hash digest;
+    tc_sig sig;             /* PREPREPARE: the primary's envelope signature */
+    struct msg_batch batch; /* PREPREPARE: its own copy of the batch (bytes) */
     uint8_t *bytes;
-    tc_sig sigs[PBFT_MAX_REPLICAS]; /* COMMIT: the prepared certificate */
+    uint32_t prepare_from; /* COMMIT: the prepared certificate (0: none written) */
+    tc_sig sigs[PBFT_MAX_REPLICAS];
 };
 
 /* Signature verdicts, direct-mapped by a hash of (key, bytes, signature):
@@ -97,12 +107,23 @@ struct sim_replica {
     bool byzantine; /* excluded from the correct set */
     tc_keypair kp;
     struct sim_ledger ledger;
+    /* Durable protocol state, keyed like tallyd's (src/replica.c io_persist):
+     * the records by (kind, seq), "view" + "vchg", and "lo" / "hi" (the
+     * highest DISCARD_LOG seq, the highest record seq written). */
     struct sim_prec *recs;
     size_t nrecs, caprecs;
+    bool has_view, view_changing;
+    uint64_t view, persisted_lo, persisted_hi;
     struct ledger_cert *certs; /* stable certificates, ascending heights (durable) */
     size_t ncerts, capcerts;
     uint8_t replay[512]; /* noisy replica: an old message to send again */
     size_t replay_len;
+    /* Group restarts (sim_scenario.group_size): this replica crashes at the
+     * first crash point (sim_crash_point) from arm_ms, stays down down_ms. */
+    bool armed;
+    uint64_t arm_ms, down_ms, crash_ckpt;
+    bool dying; /* crashed in the middle of this step: nothing more leaves or lands */
+    uint64_t restarts;
 };
 
 struct sim_reply_seen {
@@ -126,8 +147,9 @@ struct sim_client {
 };
 
 struct sim_ref {
-    bool set;
+    bool set, has_state;
     tc_hash digest, head;
+    tc_hash state; /* the state digest after it (has_state: a correct replica executed it) */
 };
 
 struct sim {
@@ -148,7 +170,14 @@ struct sim {
     bool oom;
     struct sim_result *res;
     tc_hash chain_id;
-    struct sim_vcache *vcache; /* SIM_VCACHE_SLOTS verdicts */
+    struct sim_vcache *vcache;  /* SIM_VCACHE_SLOTS verdicts */
+    uint32_t round, round_left; /* group restarts: rounds begun, members not yet back */
+    struct {
+        uint32_t replica;
+        uint64_t seq;
+    } ckpt_crash[SIM_MAX_CKPT_CRASHES]; /* crashes right after executing checkpoint seq */
+    uint32_t nckpt_crash;
+    uint64_t done_ms; /* when the load was first done (settle_ms) */
 };
 
 static uint64_t rnd(struct sim *s, uint64_t below)
@@ -372,10 +401,28 @@ static int store_cert(struct sim_replica *r, const struct ledger_cert *c)
     return TALLY_OK;
 }
 
+/* The durable record under (kind, seq), or NULL. */
+static struct sim_prec *prec_find(struct sim_replica *r, enum pbft_persist_kind kind, uint64_t seq)
+{
+    for (size_t i = 0; i < r->nrecs; i++)
+        if (r->recs[i].kind == kind && r->recs[i].seq == seq)
+            return &r->recs[i];
+    return NULL;
+}
+
+/* What tallyd's io_persist does with each record (src/replica.c): VIEW
+ * overwrites "view" and "vchg"; PRE-PREPARE, PREPARE and COMMIT overwrite
+ * their key and raise "hi"; DISCARD_LOG deletes the three key ranges up to
+ * its seq and raises "lo"; CHECKPOINT stores the certificate in the ledger
+ * after checking it names our own block. A replica crashing in the middle of
+ * a step (SIM_CRASH_AFTER_CHECKPOINT) loses what the rest of the step wrote. */
 static int io_persist(void *ctx, const struct pbft_persist *rec)
 {
     struct sim_replica *r = ctx;
-    if (rec->kind == PBFT_PERSIST_CHECKPOINT) {
+    if (r->dying)
+        return TALLY_OK; /* staged, never flushed: the process is gone */
+    switch (rec->kind) {
+    case PBFT_PERSIST_CHECKPOINT: {
         /* The shell checks a certificate against its own ledger before
          * storing it (tallyd does the same). */
         const struct ledger_ckpt *ck = &rec->cert->ck;
@@ -389,46 +436,68 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         }
         return store_cert(r, rec->cert);
     }
-    if (rec->kind == PBFT_PERSIST_DISCARD_LOG) {
+    case PBFT_PERSIST_DISCARD_LOG: {
         size_t keep = 0;
         for (size_t i = 0; i < r->nrecs; i++) {
-            if (r->recs[i].rec.seq <= rec->seq && r->recs[i].rec.kind != PBFT_PERSIST_VIEW) {
+            if (r->recs[i].seq <= rec->seq) {
                 free(r->recs[i].bytes);
                 continue;
             }
             r->recs[keep++] = r->recs[i];
         }
         r->nrecs = keep;
+        if (rec->seq > r->persisted_lo)
+            r->persisted_lo = rec->seq;
         return TALLY_OK;
     }
-    if (rec->kind == PBFT_PERSIST_VIEW) { /* one current view record */
-        for (size_t i = 0; i < r->nrecs; i++)
-            if (r->recs[i].rec.kind == PBFT_PERSIST_VIEW) {
-                r->recs[i].rec = *rec;
-                return TALLY_OK;
-            }
+    case PBFT_PERSIST_VIEW:
+        r->has_view = true;
+        r->view = rec->view;
+        r->view_changing = rec->view_changing;
+        return TALLY_OK;
+    case PBFT_PERSIST_PREPREPARE:
+    case PBFT_PERSIST_PREPARE:
+    case PBFT_PERSIST_COMMIT:
+        break;
+    default:
+        return TALLY_EINVAL;
     }
-    if (!grow((void **)&r->recs, &r->caprecs, r->nrecs + 1, sizeof(*r->recs)))
-        return TALLY_ENOMEM;
-    struct sim_prec *p = &r->recs[r->nrecs];
-    memset(p, 0, sizeof(*p));
-    p->rec = *rec;
-    p->rec.batch = NULL;
-    p->rec.cert = NULL;
-    p->rec.prepare_sigs = NULL;
-    if (rec->kind == PBFT_PERSIST_COMMIT && rec->prepare_sigs != NULL)
-        memcpy(p->sigs, rec->prepare_sigs, sizeof(p->sigs));
-    if (rec->kind == PBFT_PERSIST_PREPREPARE && rec->batch != NULL) {
-        size_t len = (size_t)rec->batch->count * LEDGER_TX_BYTES;
-        p->bytes = malloc(len ? len : 1);
-        if (p->bytes == NULL)
+    struct sim_prec *p = prec_find(r, rec->kind, rec->seq);
+    if (p == NULL) {
+        if (!grow((void **)&r->recs, &r->caprecs, r->nrecs + 1, sizeof(*r->recs)))
             return TALLY_ENOMEM;
+        p = &r->recs[r->nrecs++];
+    } else {
+        free(p->bytes);
+    }
+    memset(p, 0, sizeof(*p));
+    p->kind = rec->kind;
+    p->seq = rec->seq;
+    p->view = rec->view;
+    p->digest = rec->digest;
+    if (rec->kind == PBFT_PERSIST_PREPREPARE) {
+        uint32_t count = rec->batch != NULL ? rec->batch->count : 0;
+        size_t len = (size_t)count * LEDGER_TX_BYTES;
+        p->bytes = malloc(len ? len : 1);
+        if (p->bytes == NULL) {
+            r->sim->oom = true; /* ends the run */
+            return TALLY_ENOMEM;
+        }
         if (len)
             memcpy(p->bytes, rec->batch->tx_bytes, len);
-        p->batch.count = rec->batch->count;
+        p->batch.count = count;
         p->batch.tx_bytes = p->bytes;
+        p->sig = rec->sig;
     }
-    r->nrecs++;
+    /* tallyd writes the certificate only when there are signatures to write. */
+    if (rec->kind == PBFT_PERSIST_COMMIT && rec->prepare_sigs != NULL && rec->prepare_from != 0) {
+        p->prepare_from = rec->prepare_from;
+        for (uint32_t i = 0; i < PBFT_MAX_REPLICAS; i++)
+            if (rec->prepare_from & (1u << i))
+                p->sigs[i] = rec->prepare_sigs[i];
+    }
+    if (rec->seq > r->persisted_hi)
+        r->persisted_hi = rec->seq;
     return TALLY_OK;
 }
 
@@ -563,6 +632,8 @@ static void io_send(void *ctx, int to, const uint8_t *bytes, size_t len)
 {
     struct sim_replica *r = ctx;
     struct sim *s = r->sim;
+    if (r->dying)
+        return; /* buffered until the end of the step, which never came */
     bool nv = s->sc->lying_new_primary == (int)r->id && len > 4 && bytes[4] == MSG_NEW_VIEW;
     bool vc = s->sc->fabricating_replica == (int)r->id && len > 4 && bytes[4] == MSG_VIEW_CHANGE;
     if (nv || vc) {
@@ -801,6 +872,18 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
     struct sim_replica *r = ctx;
     struct sim *s = r->sim;
     struct sim_ledger *l = &r->ledger;
+    memset(out, 0, sizeof(*out));
+    if (r->dying) {
+        /* The process is gone: nothing lands, and this core (destroyed after
+         * the event) is never asked anything again. What it does with the
+         * rest of the step is discarded; the cluster's values keep it from
+         * logging a mismatch with the votes it holds (L2151). */
+        if (seq < s->capref && s->ref[seq].has_state) {
+            out->block_hash = s->ref[seq].head;
+            out->state_digest = s->ref[seq].state;
+        }
+        return;
+    }
     if (seq != l->height + 1) {
         violation(s, "replica %llu executed seq %llu after height %llu",
                   (unsigned long long)(r->id), (unsigned long long)(seq),
@@ -836,6 +919,20 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
     if (seq > s->res->executed_max)
         s->res->executed_max = seq;
     check_executed(s, r, seq);
+    if (!r->byzantine && !s->oom && !s->ref[seq].has_state) {
+        s->ref[seq].has_state = true;
+        s->ref[seq].state = out->state_digest;
+    }
+    if (s->sc->group_crash_at == SIM_CRASH_AFTER_CHECKPOINT && r->armed && s->now >= r->arm_ms &&
+        seq % s->cfg.checkpoint_interval == 0) {
+        /* The block (and the promises staged before it) is durable; the
+         * process dies before the step's sends leave: no vote, no replies. */
+        r->dying = true;
+        r->crash_ckpt = seq;
+        free(entries);
+        free(owner);
+        return;
+    }
 
     /* One REPLY per client per block, with that client's entries. */
     for (uint32_t c = 0; c < s->sc->clients; c++) {
@@ -943,6 +1040,8 @@ static int io_state_install(void *ctx, const uint8_t *chunk, size_t len,
 {
     struct sim_replica *r = ctx;
     struct sim *s = r->sim;
+    if (r->dying)
+        return TALLY_EINVAL;
     struct sim_reader rd = {.p = chunk, .len = len};
     const uint8_t *x = take(&rd, 4);
     if (x == NULL)
@@ -1241,6 +1340,16 @@ static void deliver_client(struct sim *s, struct sim_client *c, const uint8_t *b
 
 /* --- crash and restart --------------------------------------------------------------- */
 
+/* A restart restores what tallyd's restore_state restores (src/replica.c), in
+ * its order: the last stored certificate, the view, then for each seq from
+ * lo + 1 (at most 2L below hi) up to hi its "pp", "pr" and "cm" records. */
+static void restore_rec(struct sim *s, struct sim_replica *r, const struct pbft_persist *rec)
+{
+    if (pbft_restore(r->core, rec) != TALLY_OK)
+        violation(s, "replica %u could not restore record kind %d seq %llu", r->id, (int)rec->kind,
+                  (unsigned long long)rec->seq);
+}
+
 static void replica_restart(struct sim *s, struct sim_replica *r)
 {
     pbft_destroy(r->core);
@@ -1249,23 +1358,174 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
         s->oom = true;
         return;
     }
-    if (r->ncerts > 0) {
+    if (r->ncerts > 0 && r->certs[r->ncerts - 1].ck.height <= r->ledger.height) {
         const struct ledger_cert *c = &r->certs[r->ncerts - 1];
-        struct pbft_persist rec = {.kind = PBFT_PERSIST_CHECKPOINT, .seq = c->ck.height, .cert = c};
-        if (pbft_restore(r->core, &rec) != TALLY_OK)
-            violation(s, "replica %u could not restore its stable checkpoint", r->id);
+        restore_rec(s, r,
+                    &(struct pbft_persist){
+                        .kind = PBFT_PERSIST_CHECKPOINT, .seq = c->ck.height, .cert = c});
     }
-    for (size_t i = 0; i < r->nrecs; i++) {
-        struct pbft_persist rec = r->recs[i].rec;
-        if (rec.kind == PBFT_PERSIST_PREPREPARE)
-            rec.batch = &r->recs[i].batch;
-        if (rec.kind == PBFT_PERSIST_COMMIT && rec.prepare_from != 0)
-            rec.prepare_sigs = r->recs[i].sigs;
-        if (pbft_restore(r->core, &rec) != TALLY_OK)
-            violation(s, "replica %llu could not restore record %llu", (unsigned long long)(r->id),
-                      (unsigned long long)(i));
+    if (r->has_view)
+        restore_rec(s, r,
+                    &(struct pbft_persist){.kind = PBFT_PERSIST_VIEW,
+                                           .view = r->view,
+                                           .view_changing = r->view_changing});
+    uint64_t first = r->persisted_lo + 1, hi = r->persisted_hi, span = 2 * s->cfg.window;
+    if (hi > span && first < hi - span)
+        first = hi - span;
+    static const enum pbft_persist_kind kinds[] = {PBFT_PERSIST_PREPREPARE, PBFT_PERSIST_PREPARE,
+                                                   PBFT_PERSIST_COMMIT};
+    for (uint64_t seq = first; seq <= hi && seq != 0; seq++)
+        for (size_t i = 0; i < 3; i++) {
+            const struct sim_prec *p = prec_find(r, kinds[i], seq);
+            if (p == NULL)
+                continue;
+            struct pbft_persist rec = {
+                .kind = p->kind, .seq = p->seq, .view = p->view, .digest = p->digest};
+            if (p->kind == PBFT_PERSIST_PREPREPARE) {
+                rec.batch = &p->batch;
+                rec.sig = p->sig;
+            }
+            if (p->kind == PBFT_PERSIST_COMMIT && p->prepare_from != 0) {
+                rec.prepare_from = p->prepare_from;
+                rec.prepare_sigs = p->sigs;
+            }
+            restore_rec(s, r, &rec);
+        }
+    uint64_t h = r->ledger.height;
+    if (h > 0 && h % s->cfg.checkpoint_interval == 0) {
+        struct pbft_exec_result res = {.block_hash = r->ledger.heads[h]};
+        model_state_digest(&r->ledger, &res.state_digest);
+        pbft_restore_checkpoint_vote(r->core, h, &res);
     }
     r->down = false;
+    r->dying = false;
+    r->restarts++;
+}
+
+/* --- group restarts ------------------------------------------------------------------ */
+
+/* Begin a round: draw group_size distinct replicas, their arm moments from
+ * base and their downtimes. */
+static void group_arm_round(struct sim *s, uint64_t base)
+{
+    const struct sim_scenario *sc = s->sc;
+    uint32_t pick[PBFT_MAX_REPLICAS];
+    for (uint32_t i = 0; i < s->n; i++)
+        pick[i] = i;
+    uint64_t span = sc->group_down_max_ms - sc->group_down_min_ms + 1;
+    uint64_t arm = base + rnd(s, sc->group_spread_ms);
+    uint64_t down = sc->group_down_min_ms + rnd(s, span);
+    uint32_t size = sc->group_size < s->n ? sc->group_size : s->n;
+    for (uint32_t k = 0; k < size; k++) {
+        uint32_t at = k + (uint32_t)rnd(s, s->n - k);
+        uint32_t id = pick[at];
+        pick[at] = pick[k];
+        pick[k] = id;
+        if (sc->group_staggered) {
+            arm = base + rnd(s, sc->group_spread_ms);
+            down = sc->group_down_min_ms + rnd(s, span);
+        }
+        struct sim_replica *r = &s->rep[id];
+        r->armed = true;
+        r->arm_ms = arm;
+        r->down_ms = down;
+    }
+    s->round++;
+    s->round_left = size;
+}
+
+/* Is armed replica r at its crash point now (between two events)? */
+static bool at_crash_point(struct sim *s, struct sim_replica *r, bool *forced)
+{
+    *forced = false;
+    if (r->down || s->now < r->arm_ms)
+        return false;
+    if (r->dying)
+        return true;
+    if (s->sc->group_crash_at == SIM_CRASH_BETWEEN_CHECKPOINTS) {
+        struct pbft_status st;
+        pbft_get_status(r->core, &st);
+        if (st.last_executed > st.last_stable_checkpoint &&
+            st.last_executed % s->cfg.checkpoint_interval != 0)
+            return true;
+    }
+    *forced = s->now >= r->arm_ms + SIM_FORCE_CRASH_MS;
+    return *forced;
+}
+
+static void group_crash(struct sim *s, struct sim_replica *r, bool forced)
+{
+    r->down = true;
+    r->armed = false;
+    if (forced)
+        s->res->group_forced++;
+    else
+        s->res->group_crashes++;
+    if (r->dying && s->nckpt_crash < SIM_MAX_CKPT_CRASHES) {
+        s->ckpt_crash[s->nckpt_crash].replica = r->id;
+        s->ckpt_crash[s->nckpt_crash].seq = r->crash_ckpt;
+        s->nckpt_crash++;
+        s->res->ckpt_crashes++;
+    }
+    ev_push(s, (struct sim_event){
+                   .t = s->now + r->down_ms, .kind = EV_RESTART, .to = r->id, .token = 1});
+}
+
+/* After every event: crash the armed replicas that reached their crash point
+ * (a simultaneous group only when all of it has). */
+static void group_check(struct sim *s)
+{
+    if (s->sc->group_size == 0)
+        return;
+    bool all = true, any = false, forced_any = false;
+    for (uint32_t j = 0; j < s->n; j++) {
+        struct sim_replica *r = &s->rep[j];
+        if (!r->armed)
+            continue;
+        bool forced;
+        bool at = at_crash_point(s, r, &forced);
+        if (s->sc->group_staggered || r->dying) {
+            if (at)
+                group_crash(s, r, forced);
+            continue;
+        }
+        any = true;
+        all = all && at;
+        forced_any = forced_any || forced;
+    }
+    if (!any || !(all || forced_any))
+        return;
+    for (uint32_t j = 0; j < s->n; j++)
+        if (s->rep[j].armed)
+            group_crash(s, &s->rep[j], forced_any && !all);
+}
+
+/* A group member is back: the next round begins when the whole group is. */
+static void group_restarted(struct sim *s)
+{
+    if (s->round_left > 0 && --s->round_left == 0 && s->round < s->sc->group_rounds)
+        group_arm_round(s, s->now);
+}
+
+/* At the end: did each checkpoint whose own vote was lost to a crash still
+ * get a certificate, and did the crashed replica's stable checkpoint (its
+ * garbage collection) get to it? */
+static void group_report(struct sim *s)
+{
+    for (uint32_t i = 0; i < s->nckpt_crash; i++) {
+        uint64_t seq = s->ckpt_crash[i].seq;
+        bool certified = false;
+        for (uint32_t j = 0; j < s->n && !certified; j++)
+            for (size_t c = 0; c < s->rep[j].ncerts && !certified; c++)
+                certified = s->rep[j].certs[c].ck.height == seq;
+        s->res->ckpt_certified += certified;
+        struct sim_replica *r = &s->rep[s->ckpt_crash[i].replica];
+        struct pbft_status st;
+        if (!r->down) {
+            pbft_get_status(r->core, &st);
+            s->res->ckpt_stable_past += st.last_stable_checkpoint >= seq;
+        }
+    }
 }
 
 /* --- the run ------------------------------------------------------------------------- */
@@ -1410,6 +1670,9 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
                                       .to = (uint32_t)sc->restart_replica});
     }
 
+    if (sc->group_size > 0 && sc->group_rounds > 0)
+        group_arm_round(s, sc->group_from_ms);
+
     while (s->nheap > 0 && !s->oom && !res->violation) {
         struct sim_event ev = ev_pop(s);
         if (ev.t > sc->time_limit_ms) {
@@ -1443,17 +1706,25 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
             break;
         case EV_RESTART:
             replica_restart(s, &s->rep[ev.to]);
+            if (ev.token == 1)
+                group_restarted(s);
             break;
         }
         free(ev.bytes);
         check_invariants(s);
+        group_check(s);
         observe_memory(s);
-        if (all_done(s))
-            break;
+        if (all_done(s)) {
+            if (s->done_ms == 0)
+                s->done_ms = s->now ? s->now : 1;
+            if (s->now >= s->done_ms + sc->settle_ms)
+                break;
+        }
     }
+    group_report(s);
     res->end_ms = s->now;
     res->live = !res->violation && all_done(s);
-    if (!res->violation && !res->live && sc->expect_liveness && !s->oom) {
+    if (!res->violation && !res->live && !s->oom) {
         uint32_t done = 0;
         for (uint32_t c = 0; c < sc->clients; c++)
             done += s->cl[c].receipted;

@@ -6,7 +6,12 @@
  * virtual time order (ties broken by insertion order), so a seed replays
  * exactly. The fixture plays the replica shell: it decodes and verifies every
  * envelope before the core sees it, persists the core's promises in memory,
- * executes committed batches on a model ledger and replies to clients.
+ * executes committed batches on a model ledger and replies to clients. The
+ * promises are kept as tallyd keeps them (src/replica.c io_persist: one record
+ * per "pp"/"pr"/"cm" || seq, the latest write winning, "view"/"vchg", "lo"/"hi",
+ * range deletes on DISCARD_LOG), and a restart restores them as tallyd's
+ * restore_state does: the last certificate, the view, then pp, pr, cm per seq
+ * in ascending order from lo + 1 (at most 2L below hi).
  *
  * Invariants, checked after every event:
  *  - no two correct replicas executed different batch digests at one seq;
@@ -22,6 +27,17 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+/* Where a group restart crashes a replica: the first such moment after it is
+ * armed (or, failing that within SIM_FORCE_CRASH_MS, anywhere: "forced"). */
+enum sim_crash_point {
+    SIM_CRASH_BETWEEN_CHECKPOINTS = 1, /* between steps, while it holds executed seqs above its
+                                        * stable checkpoint and its last one is not a
+                                        * checkpoint seq */
+    SIM_CRASH_AFTER_CHECKPOINT,        /* in the step that executed a checkpoint seq, right
+                                        * after the block is durable: its vote, replies and
+                                        * the rest of the step never leave or land */
+};
 
 struct sim_scenario {
     const char *name;
@@ -44,6 +60,18 @@ struct sim_scenario {
     bool bad_sig_primary;     /* replica 0 slips forged client transactions into its batches */
     int noisy_replica;        /* also sends garbage, forged-sender copies, replays; -1 */
     uint32_t quorum_override; /* pbft_config.test_quorum_override */
+    /* Group restarts: per round, group_size distinct replicas drawn from the
+     * seed crash at group_crash_at and restart from their durable records
+     * (keyed and restored like tallyd's). Simultaneous: one arm moment and one
+     * downtime for the round, and (between checkpoints) the whole group
+     * crashes on the same event; staggered: each member its own moment and
+     * downtime. Arm moments are drawn in [from, from + spread) (later rounds:
+     * from the previous round's last restart), downtimes in [min, max]. */
+    uint32_t group_size, group_rounds;
+    bool group_staggered;
+    enum sim_crash_point group_crash_at;
+    uint64_t group_from_ms, group_spread_ms, group_down_min_ms, group_down_max_ms;
+    uint64_t settle_ms; /* keep running this long after the load is done (0: stop at once) */
     bool expect_liveness;
     uint64_t time_limit_ms;
 };
@@ -57,6 +85,12 @@ struct sim_result {
     uint64_t state_chunks, bad_chunks; /* state transfer: installed, rejected */
     uint64_t max_log_slots, max_ckpt_votes, max_recs, stable_count;
     uint64_t max_view; /* the highest view a correct replica installed */
+    /* Group restarts. */
+    uint64_t group_crashes;    /* crashes at their crash point */
+    uint64_t group_forced;     /* crashes without one (none came in SIM_FORCE_CRASH_MS) */
+    uint64_t ckpt_crashes;     /* crashes right after executing checkpoint seq C ... */
+    uint64_t ckpt_certified;   /* ... of which C got a certificate at some replica by the end */
+    uint64_t ckpt_stable_past; /* ... of which the crashed replica's stable checkpoint reached C */
 };
 
 /* Run one seed. Returns 0, or -1 when the fixture itself failed (no memory). */
