@@ -36,10 +36,10 @@
 struct ledger;
 
 struct ledger_open_opts {
-    bool in_memory; /* RocksDB in-memory env (tests): nothing touches the disk */
-    bool sync;      /* fsync every block's WriteBatch (default true) */
-    bool read_only; /* audit, export: no writes, no lock taken (RocksDB read-only
-                     * opens do not lock), sees the data as of the open */
+    bool in_memory;          /* RocksDB in-memory env (tests): nothing touches the disk */
+    bool sync;               /* fsync every block's WriteBatch (default true) */
+    bool read_only;          /* audit, export: no writes, no lock taken (RocksDB read-only
+                              * opens do not lock), sees the data as of the open */
     uint64_t min_free_bytes; /* free-space floor; 0: LEDGER_MIN_FREE_BYTES */
 };
 /* A writable ledger on disk keeps this much free on its filesystem. Every
