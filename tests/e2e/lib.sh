@@ -87,6 +87,26 @@ wait_until() {
 # check_ledgers CFG DIR ID...: each DIR/data-ID audits intact (certificate
 # signatures included), its last checkpoint certificate verifies, and all
 # have one head hash, left in LEDGER_HEAD.
+# load ROUND PER_CLIENT: each of the first CLIENTS accounts of $D pays the next
+# one PER_CLIENT times at once (`tally submit --count`, --timeout
+# $LOAD_TIMEOUT, killed after $LOAD_KILL_AFTER s); every transfer must be
+# receipted ok. Outputs in $E2E_TMP/load-ROUND-K.{json,err}.
+load() {
+    local round=$1 per=$2 pids=() k
+    for k in $(seq 0 $((CLIENTS - 1))); do
+        timeout "$LOAD_KILL_AFTER" "$TALLY" submit --config "$CFG" \
+            --key "$D/accounts/account-$k.key" \
+            --to "@$D/accounts/account-$(((k + 1) % CLIENTS)).key" --amount 1 --count "$per" \
+            --timeout "$LOAD_TIMEOUT" --json >"$E2E_TMP/load-$round-$k.json" \
+            2>"$E2E_TMP/load-$round-$k.err" &
+        pids+=($!)
+    done
+    for k in "${!pids[@]}"; do
+        wait "${pids[$k]}" || fail "round $round client $k: $(cat "$E2E_TMP/load-$round-$k.err")"
+        expect_eq "round $round client $k ok" "$(jq -r .ok "$E2E_TMP/load-$round-$k.json")" "$per"
+    done
+}
+
 check_ledgers() {
     local cfg=$1 dir=$2 a v h i
     shift 2

@@ -18,20 +18,7 @@ mv "$CFG.new" "$CFG"
 timeout 60 "$TALLY" testnet start --dir "$D" --json >/dev/null
 ok "testnet up on port $PORT (K = 16, window 32, batches of at most 8)"
 
-# load ROUND PER_CLIENT: every client pays the next one PER_CLIENT times.
-load() {
-    local round=$1 per=$2 pids=() k
-    for k in $(seq 0 $((CLIENTS - 1))); do
-        timeout 120 "$TALLY" submit --config "$CFG" --key "$D/accounts/account-$k.key" \
-            --to "@$D/accounts/account-$(((k + 1) % CLIENTS)).key" --amount 1 --count "$per" \
-            --timeout 90 --json >"$E2E_TMP/load-$round-$k.json" 2>"$E2E_TMP/load-$round-$k.err" &
-        pids+=($!)
-    done
-    for k in "${!pids[@]}"; do
-        wait "${pids[$k]}" || fail "round $round client $k: $(cat "$E2E_TMP/load-$round-$k.err")"
-        expect_eq "round $round client $k ok" "$(jq -r .ok "$E2E_TMP/load-$round-$k.json")" "$per"
-    done
-}
+LOAD_TIMEOUT=90 LOAD_KILL_AFTER=120 # s: each submit, and its process (lib.sh load)
 
 status() { "$TALLY" status --config "$CFG" --timeout 1 --json 2>/dev/null || true; }
 executed() { status | jq -r ".replicas[$1].status.last_executed // -1"; }

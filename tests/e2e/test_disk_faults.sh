@@ -87,20 +87,7 @@ mv "$CFG.new" "$CFG"
 status() { "$TALLY" status --config "$CFG" --timeout 1 --json 2>/dev/null || true; }
 executed() { status | jq -r "[.replicas[] | select(.up) | .status.last_executed] | $1"; }
 
-# load ROUND PER_CLIENT: every client pays the next one PER_CLIENT times; all must be receipted.
-load() {
-    local round=$1 per=$2 pids=() k
-    for k in $(seq 0 $((CLIENTS - 1))); do
-        timeout 60 "$TALLY" submit --config "$CFG" --key "$D/accounts/account-$k.key" \
-            --to "@$D/accounts/account-$(((k + 1) % CLIENTS)).key" --amount 1 --count "$per" \
-            --timeout 40 --json >"$E2E_TMP/load-$round-$k.json" 2>"$E2E_TMP/load-$round-$k.err" &
-        pids+=($!)
-    done
-    for k in "${!pids[@]}"; do
-        wait "${pids[$k]}" || fail "round $round client $k: $(cat "$E2E_TMP/load-$round-$k.err")"
-        expect_eq "round $round client $k ok" "$(jq -r .ok "$E2E_TMP/load-$round-$k.json")" "$per"
-    done
-}
+LOAD_TIMEOUT=40 LOAD_KILL_AFTER=60 # s: each submit, and its process (lib.sh load)
 
 # ---------------------------------------------------------------- 1. disk full
 # The floor plus 4 MiB (RocksDB preallocates that much MANIFEST at open) plus

@@ -445,6 +445,22 @@ static void test_corrupt_head(void **state)
     lf_rmdir(dir);
 }
 
+/* Write key -> val straight into the closed ledger at dir with a plain
+ * rocksdb_open (what another program, or an older build, would leave). */
+static void raw_put(const char *dir, const uint8_t *key, size_t klen, const char *val, size_t vlen)
+{
+    rocksdb_options_t *opts = rocksdb_options_create();
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open(opts, dir, &e);
+    assert_null(e);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_put(db, wo, (const char *)key, klen, val, vlen, &e);
+    assert_null(e);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_options_destroy(opts);
+}
+
 /* A block's accounts are read in one batch before it executes; a record that
  * does not decode fails the block only if a transfer touches the account
  * (here: not for a transfer whose signature is bad, then for a good one). The
@@ -460,19 +476,10 @@ static void test_corrupt_account(void **state)
     genesis(l);
     ledger_close(l);
 
-    rocksdb_options_t *opts = rocksdb_options_create();
-    char *e = NULL;
-    rocksdb_t *db = rocksdb_open(opts, dir, &e);
-    assert_null(e);
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     uint8_t key[1 + TC_PUBKEY_BYTES];
     key[0] = LEDGER_KEY_ACCOUNT;
     memcpy(key + 1, keys[1].pk.b, TC_PUBKEY_BYTES);
-    rocksdb_put(db, wo, (const char *)key, sizeof(key), "short", 5, &e);
-    assert_null(e);
-    rocksdb_close(db);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_options_destroy(opts);
+    raw_put(dir, key, sizeof(key), "short", 5);
 
     assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
     uint8_t txs[2 * LEDGER_TX_BYTES];
@@ -506,17 +513,8 @@ static void test_old_format_refused(void **state)
     genesis(l);
     ledger_close(l);
 
-    rocksdb_options_t *opts = rocksdb_options_create();
-    char *e = NULL;
-    rocksdb_t *db = rocksdb_open(opts, dir, &e);
-    assert_null(e);
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     uint8_t key = LEDGER_KEY_FORMAT;
-    rocksdb_put(db, wo, (const char *)&key, 1, "tally-ledger-v1", 15, &e);
-    assert_null(e);
-    rocksdb_close(db);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_options_destroy(opts);
+    raw_put(dir, &key, 1, "tally-ledger-v1", 15);
 
     assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_EMISMATCH);
     assert_non_null(strstr(err.msg, "tally-ledger-v1"));
