@@ -185,9 +185,9 @@ void pbft_destroy(struct pbft *p);
  * ledger height) sets the stable checkpoint and the low watermark. */
 int pbft_restore(struct pbft *p, const struct pbft_persist *rec);
 
-/* After pbft_restore, before any event: our vote for checkpoint `seq` (the
- * ledger height, a multiple of K), from the block hash and state digest the
- * ledger holds for it. A vote signed just before a crash may never have left,
+/* After pbft_restore, before any event, with the ledger's height, head block
+ * hash and state digest: when the height is a checkpoint seq (a multiple of
+ * K), our vote for it. A vote signed just before a crash may never have left,
  * and the core does not execute that seq again: without this, f+1 such
  * restarts leave the checkpoint short of 2f+1 votes for good. Ed25519 signs
  * deterministically: the same vote, never a conflicting one. Ignored at or

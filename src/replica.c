@@ -1174,15 +1174,12 @@ static int restore_state(struct replica *r, struct tally_err *err)
             restored++;
         }
     }
-    /* Stopped right after executing a checkpoint seq: the vote signed in that
-     * step may never have left (see pbft_restore_checkpoint_vote). */
-    uint64_t height = ledger_height(r->ledger);
-    if (height > 0 && height % r->cfg->checkpoint_interval == 0) {
-        struct pbft_exec_result res = {0};
-        ledger_head_hash(r->ledger, &res.block_hash);
-        ledger_state_digest(r->ledger, &res.state_digest);
-        pbft_restore_checkpoint_vote(r->core, height, &res);
-    }
+    /* Stopped right after executing a checkpoint seq? The vote signed in that
+     * step may never have left (pbft_restore_checkpoint_vote decides). */
+    struct pbft_exec_result head = {0};
+    ledger_head_hash(r->ledger, &head.block_hash);
+    ledger_state_digest(r->ledger, &head.state_digest);
+    pbft_restore_checkpoint_vote(r->core, ledger_height(r->ledger), &head);
     if (restored > 0 || view > 0)
         LOG_INFO("L0507", "restored view %llu and %zu protocol records (seq %llu..%llu)",
                  (unsigned long long)view, restored, (unsigned long long)first,

@@ -1391,12 +1391,9 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
             }
             restore_rec(s, r, &rec);
         }
-    uint64_t h = r->ledger.height;
-    if (h > 0 && h % s->cfg.checkpoint_interval == 0) {
-        struct pbft_exec_result res = {.block_hash = r->ledger.heads[h]};
-        model_state_digest(&r->ledger, &res.state_digest);
-        pbft_restore_checkpoint_vote(r->core, h, &res);
-    }
+    struct pbft_exec_result head = {.block_hash = r->ledger.heads[r->ledger.height]};
+    model_state_digest(&r->ledger, &head.state_digest);
+    pbft_restore_checkpoint_vote(r->core, r->ledger.height, &head);
     r->down = false;
     r->dying = false;
     r->restarts++;
