@@ -108,7 +108,7 @@ for k in $(seq 0 $((CLIENTS - 1))); do
 done
 [ "$sum_nonces" -ge "$total" ] || fail "nonces $sum_nonces < receipts $total: acknowledged transfers lost"
 ok "ledger holds every acknowledged transfer ($sum_nonces executed, $total acknowledged)"
-grep -h "L2160\|L2166" "$D"/replica-*.log | head -5 | sed 's/^/  log: /'
+awk '/L2160|L2166/ && n++ < 5 { print "  log: " $0 }' "$D"/replica-*.log
 
 "$TALLY" testnet stop --dir "$D" >/dev/null
 check_ledgers "$CFG" "$D" 0 1 2 3
