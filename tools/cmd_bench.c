@@ -53,7 +53,7 @@ struct bench_opts {
     bool ledger; /* --ledger: the options below */
     uint64_t accounts, block_txs, blocks, seed;
     const char *keep;
-    bool in_memory, no_sync, ledger_opt_set;
+    bool in_memory, no_sync, ring, ledger_opt_set;
 };
 
 static void bench_usage(FILE *out)
@@ -65,7 +65,8 @@ static void bench_usage(FILE *out)
             "                   [--presign N] [--amount N] [--quiet] [--json]\n"
             "       tally bench --ceiling [--config CLUSTER] [--json]\n"
             "       tally bench --ledger [--accounts N] [--block-txs N] [--blocks B]\n"
-            "                   [--keep DIR] [--in-memory] [--no-sync] [--seed S] [--json]\n"
+            "                   [--keep DIR] [--in-memory] [--no-sync] [--seed S]\n"
+            "                   [--workload random|ring] [--json]\n"
             "\n"
             "Load a running cluster with transfers and measure it. Every transfer is\n"
             "signed before the clock starts, round robin over the funded accounts in\n"
@@ -118,6 +119,14 @@ static void bench_usage(FILE *out)
             "  --in-memory         RocksDB's in-memory environment (no disk, no reopen)\n"
             "  --no-sync           do not fsync each block's WriteBatch\n"
             "  --seed S            random seed for the timed transfers (default 1)\n"
+            "  --workload W        the timed transfers: 'random' (default): random\n"
+            "                      sender, random other recipient, so a block names\n"
+            "                      ~865 distinct accounts of 1,000 but ~2,000 of\n"
+            "                      1,000,000; 'ring': each block is a ring over M =\n"
+            "                      min(block-txs, N) distinct random accounts (each\n"
+            "                      sends once and receives once), so a block touches\n"
+            "                      the same number of accounts whatever N: compares\n"
+            "                      the cost of N like with like\n"
             "\n"
             "Exit status: 0 when the run completed (see the counts for rejections and\n"
             "missing receipts), 1 on an error (no accounts, cluster unreachable, no\n"
@@ -157,6 +166,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
                                          {"in-memory", no_argument, NULL, 'M'},
                                          {"no-sync", no_argument, NULL, 'Y'},
                                          {"seed", required_argument, NULL, 'S'},
+                                         {"workload", required_argument, NULL, 'W'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     *o = (struct bench_opts){.outstanding = BENCH_DEFAULT_OUTSTANDING,
@@ -172,8 +182,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+c:a:o:r:m:d:w:N:T:P:A:qjChLn:b:B:k:MYS:", opts, NULL)) !=
-           -1) {
+    while ((c = getopt_long(argc, argv, "+c:a:o:r:m:d:w:N:T:P:A:qjChLn:b:B:k:MYS:W:", opts,
+                            NULL)) != -1) {
         switch (c) {
         case 'c':
             o->config_path = optarg;
@@ -275,6 +285,13 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
                 return bench_usage_error("--seed '%s': expected a number", optarg);
             o->ledger_opt_set = true;
             break;
+        case 'W':
+            if (strcmp(optarg, "ring") == 0)
+                o->ring = true;
+            else if (strcmp(optarg, "random") != 0)
+                return bench_usage_error("--workload '%s': expected random or ring", optarg);
+            o->ledger_opt_set = true;
+            break;
         case 'h':
             bench_usage(stdout);
             return -1;
@@ -286,7 +303,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
         return bench_usage_error("unexpected argument '%s'", argv[optind]);
     if (o->ledger_opt_set && !o->ledger)
         return bench_usage_error("%s", "--accounts, --block-txs, --blocks, --keep, --in-memory, "
-                                       "--no-sync and --seed go with --ledger");
+                                       "--no-sync, --seed and --workload go with --ledger");
     if (o->ledger && o->ceiling)
         return bench_usage_error("%s", "--ledger and --ceiling exclude each other");
     if (o->keep != NULL && o->in_memory)
@@ -822,6 +839,7 @@ struct lb_opts {
     uint64_t accounts, block_txs, blocks, seed;
     const char *keep; /* data directory to create and keep, or NULL: a temporary one */
     bool in_memory, no_sync, json, quiet;
+    bool ring; /* --workload ring: each block a ring over distinct accounts */
 };
 
 /* One timed run: `blocks` blocks, per-block wall time in microseconds, and
@@ -1052,7 +1070,7 @@ static int run_ledger(const struct lb_opts *o)
     struct ledger *l = NULL;
     struct ledger_genesis_account *gen = NULL;
     tc_pubkey *pks = NULL;
-    uint64_t *nonce = NULL, *snd = NULL, *block_us = NULL, *cpu_us = NULL;
+    uint64_t *nonce = NULL, *snd = NULL, *block_us = NULL, *cpu_us = NULL, *perm = NULL;
     struct ledger_tx *txs = NULL;
     uint8_t *enc = NULL, *sig_ok = NULL;
     char tmp[4096] = "", dir[4096 + 16];
@@ -1134,13 +1152,37 @@ static int run_ledger(const struct lb_opts *o)
         tx->nonce = ++nonce[f];
         snd[k] = f;
     }
-    /* 4. The timed transfers: random sender, random other recipient, amount 1. */
+    /* 4. The timed transfers, amount 1: random sender, random other recipient;
+     * or (ring) per block, a ring over m distinct accounts drawn by a partial
+     * Fisher-Yates shuffle of perm (which stays a permutation of 0..N-1). */
     uint64_t rng = o->seed;
+    uint64_t m = bt < o->accounts ? bt : o->accounts;
+    if (m < 2)
+        m = 2;
+    if (o->ring) {
+        perm = malloc(o->accounts * sizeof(*perm));
+        if (perm == NULL)
+            goto oom;
+        for (uint64_t j = 0; j < o->accounts; j++)
+            perm[j] = j;
+    }
     for (uint64_t i = ncreate; i < nall; i++) {
-        uint64_t s = bench_rand_below(&rng, o->accounts);
-        uint64_t r = o->accounts > 1 ? bench_rand_below(&rng, o->accounts - 1) : 0;
-        if (r >= s)
-            r++;
+        uint64_t s, r, k = (i - ncreate) % bt;
+        if (o->ring) {
+            if (k == 0)
+                for (uint64_t j = 0; j < m; j++) {
+                    uint64_t x = j + bench_rand_below(&rng, o->accounts - j), t = perm[j];
+                    perm[j] = perm[x];
+                    perm[x] = t;
+                }
+            s = perm[k % m];
+            r = perm[(k + 1) % m];
+        } else {
+            s = bench_rand_below(&rng, o->accounts);
+            r = bench_rand_below(&rng, o->accounts - 1);
+            if (r >= s)
+                r++;
+        }
         struct ledger_tx *tx = &txs[i];
         tx->version = LEDGER_TX_VERSION;
         tx->kind = LEDGER_TX_KIND_TRANSFER;
@@ -1211,12 +1253,13 @@ static int run_ledger(const struct lb_opts *o)
     }
 
     if (o->json) {
-        json_t *j = json_pack(
-            "{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:i, s:o, s:o}", "mode", "ledger", "accounts",
-            (json_int_t)o->accounts, "genesis_accounts", (json_int_t)plan.funders, "block_txs",
-            (json_int_t)bt, "blocks", (json_int_t)o->blocks, "height", (json_int_t)ledger_height(l),
-            "sync", !o->no_sync, "in_memory", o->in_memory, "cores", (int)cores, "sig_preverified",
-            lb_run_json(&pre), "sig_verified_in_ledger", lb_run_json(&full));
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:i, s:o, s:o}",
+                              "mode", "ledger", "workload", o->ring ? "ring" : "random", "accounts",
+                              (json_int_t)o->accounts, "genesis_accounts", (json_int_t)plan.funders,
+                              "block_txs", (json_int_t)bt, "blocks", (json_int_t)o->blocks,
+                              "height", (json_int_t)ledger_height(l), "sync", !o->no_sync,
+                              "in_memory", o->in_memory, "cores", (int)cores, "sig_preverified",
+                              lb_run_json(&pre), "sig_verified_in_ledger", lb_run_json(&full));
         if (j != NULL && o->keep != NULL)
             json_object_set_new(j, "data", json_string(dir));
         print_json(j);
@@ -1227,8 +1270,9 @@ static int run_ledger(const struct lb_opts *o)
         printf("ledger       %s accounts (%s in the genesis), %s%s, height %llu\n", a, b,
                o->in_memory ? "in memory" : "on disk", o->no_sync ? ", not synced" : ", synced",
                (unsigned long long)ledger_height(l));
-        printf("blocks       %llu timed blocks of %u transfers each way (after %u warm-up)\n",
-               (unsigned long long)o->blocks, bt, LB_WARMUP_BLOCKS);
+        printf("blocks       %llu timed blocks of %u transfers each way (after %u warm-up), %s\n",
+               (unsigned long long)o->blocks, bt, LB_WARMUP_BLOCKS,
+               o->ring ? "each a ring over distinct accounts" : "random accounts");
         lb_print_run("signatures pre-checked", &pre);
         lb_print_run("signatures in ledger", &full);
         if (o->keep != NULL)
@@ -1249,6 +1293,7 @@ out:
     free(pks);
     free(nonce);
     free(snd);
+    free(perm);
     free(txs);
     free(enc);
     free(sig_ok);
@@ -1286,6 +1331,7 @@ int cmd_bench(int argc, char **argv)
                              .keep = o.keep,
                              .in_memory = o.in_memory,
                              .no_sync = o.no_sync,
+                             .ring = o.ring,
                              .json = o.json,
                              .quiet = o.quiet};
         return run_ledger(&lo);
