@@ -38,11 +38,6 @@ static uint64_t pow2_at_least(uint64_t v)
     return p;
 }
 
-static uint64_t low_for(const struct pbft *p, uint64_t executed)
-{
-    return executed - executed % p->cfg.checkpoint_interval;
-}
-
 struct pbft *pbft_create(const struct pbft_config *cfg, const struct pbft_io *io,
                          uint64_t last_executed)
 {
@@ -63,7 +58,14 @@ struct pbft *pbft_create(const struct pbft_config *cfg, const struct pbft_io *io
     }
     p->last_executed = last_executed;
     p->view_active = true;
-    p->low = low_for(p, last_executed);
+    /* h is the last stable checkpoint and nothing else: 0 until a certificate
+     * is restored (pbft_restore, PBFT_PERSIST_CHECKPOINT) or formed. It used
+     * to start at the last multiple of K at or below last_executed, which a
+     * replica restarted past an uncertified checkpoint put above its stable
+     * checkpoint: it then refused a new view's re-proposals of seqs in
+     * (stable, h] and accepted seqs up to h + L that its VIEW-CHANGE (built
+     * from stable) cannot carry. */
+    p->low = 0;
     p->next_seq = last_executed;
     p->nslots = 2 * cfg->window;
     p->slots = calloc(p->nslots, sizeof(*p->slots));

@@ -1552,6 +1552,18 @@ static void check_invariants(struct sim *s)
                  memcmp(s->ref[h].head.b, r->ledger.heads[h].b, TC_HASH_BYTES) != 0)
             violation(s, "replica %u diverges at height %llu", j, (unsigned long long)h);
     }
+    /* §4.3: the low watermark is the last stable checkpoint, restarts included. */
+    for (uint32_t j = 0; j < s->n && !s->res->violation; j++) {
+        const struct sim_replica *r = &s->rep[j];
+        if (r->byzantine || r->down)
+            continue;
+        struct pbft_status st;
+        pbft_get_status(r->core, &st);
+        if (st.low_watermark != st.last_stable_checkpoint)
+            violation(s, "replica %u low watermark %llu is not its stable checkpoint %llu", j,
+                      (unsigned long long)st.low_watermark,
+                      (unsigned long long)st.last_stable_checkpoint);
+    }
 }
 
 /* Protocol memory and durable log records, at their highest. */
