@@ -1071,6 +1071,29 @@ static int get_meta_u64(struct ledger *l, const char *name, uint64_t *out, bool 
     return 0;
 }
 
+/* Sign our checkpoint vote for seq again from the stored block seq. Best
+ * effort: a block that cannot be read here only costs the vote (a peer's
+ * certificate or state transfer still moves us on), never the start. */
+static void restore_checkpoint_vote(struct replica *r, uint64_t seq)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    bool found = false;
+    struct tally_err err = {0};
+    struct ledger_block_header h;
+    if (ledger_get_block(r->ledger, seq, &bytes, &len, &found, &err) != 0 || !found ||
+        ledger_block_header_decode(bytes, len, &h) != 0) {
+        LOG_WARN("L0515", "checkpoint %llu: our vote not signed again: %s", (unsigned long long)seq,
+                 err.code ? tally_err_text(&err) : "block not readable");
+        free(bytes);
+        return;
+    }
+    struct pbft_exec_result res = {.state_digest = h.state_digest};
+    ledger_block_header_hash(&h, &res.block_hash);
+    pbft_restore_checkpoint_vote(r->core, seq, &res);
+    free(bytes);
+}
+
 static int restore_state(struct replica *r, struct tally_err *err)
 {
     bool found = false;
@@ -1174,12 +1197,15 @@ static int restore_state(struct replica *r, struct tally_err *err)
             restored++;
         }
     }
-    /* Stopped right after executing a checkpoint seq? The vote signed in that
-     * step may never have left (pbft_restore_checkpoint_vote decides). */
-    struct pbft_exec_result head = {0};
-    ledger_head_hash(r->ledger, &head.block_hash);
-    ledger_state_digest(r->ledger, &head.state_digest);
-    pbft_restore_checkpoint_vote(r->core, ledger_height(r->ledger), &head);
+    /* Our vote for the last checkpoint seq at or below the ledger height may
+     * never have left (stopped in the step that signed it) or may have been
+     * lost with its certificate short of 2f+1: sign it again from that block's
+     * header (Ed25519 is deterministic: the same vote).
+     * pbft_restore_checkpoint_vote decides whether it is still needed. */
+    uint64_t height = ledger_height(r->ledger);
+    uint64_t ck = height - height % r->cfg->checkpoint_interval;
+    if (ck > 0)
+        restore_checkpoint_vote(r, ck);
     if (restored > 0 || view > 0)
         LOG_INFO("L0507", "restored view %llu and %zu protocol records (seq %llu..%llu)",
                  (unsigned long long)view, restored, (unsigned long long)first,

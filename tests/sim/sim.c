@@ -1391,9 +1391,17 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
             }
             restore_rec(s, r, &rec);
         }
-    struct pbft_exec_result head = {.block_hash = r->ledger.heads[r->ledger.height]};
-    model_state_digest(&r->ledger, &head.state_digest);
-    pbft_restore_checkpoint_vote(r->core, r->ledger.height, &head);
+    /* As replica.c: our vote for the last checkpoint seq at or below the
+     * height, signed again from that height's block hash and state digest
+     * (replica.c reads both from the stored block's header; the model keeps
+     * no per-height state digests, and every correct replica's equals the
+     * reference's, which check_invariants enforces). */
+    uint64_t ck = r->ledger.height - r->ledger.height % s->cfg.checkpoint_interval;
+    if (ck > 0 && ck < s->capref && s->ref[ck].has_state) {
+        struct pbft_exec_result vote = {.block_hash = r->ledger.heads[ck],
+                                        .state_digest = s->ref[ck].state};
+        pbft_restore_checkpoint_vote(r->core, ck, &vote);
+    }
     r->down = false;
     r->dying = false;
     r->restarts++;
