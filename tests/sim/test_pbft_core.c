@@ -379,6 +379,26 @@ static void test_dedupe_and_batch_timeout(void **state)
     h_stop(&h);
 }
 
+/* A pre-prepare at or below what we executed (a state transfer jumped past
+ * it, or a restart lost its records) is never executed here: its txs must not
+ * stay in the de-dup set as in flight (they did, for good: memory grew with
+ * every such episode and those txs were never queued again). */
+static void test_pre_prepare_below_executed(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct pbft_status st;
+    h_start(&h, 2, 3); /* the ledger holds seqs 1..3, no records */
+    h_pre_prepare(&h, 0, 0, 2, 0, 2, NULL);
+    assert_int_equal(dropped(&h), 0);
+    assert_int_equal(h.nexecuted, 0);
+    h_request(&h, 0, 0);
+    h_request(&h, 1, 0);
+    pbft_get_status(h.core, &st);
+    assert_true(st.queued_requests == 2);
+    h_stop(&h);
+}
+
 static void test_pipeline_limit(void **state)
 {
     (void)state;
@@ -511,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_drops_are_counted),
         cmocka_unit_test(test_in_order_execution),
         cmocka_unit_test(test_dedupe_and_batch_timeout),
+        cmocka_unit_test(test_pre_prepare_below_executed),
         cmocka_unit_test(test_pipeline_limit),
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_persist_failure_stops_promises),
