@@ -152,6 +152,16 @@ struct sim_ref {
     tc_hash state; /* the state digest after it (has_state: a correct replica executed it) */
 };
 
+/* Sends held for a replica that is down (see net_send). */
+#define SIM_HELD_MAX 1024 /* TRANSPORT_BUFFER_MSGS */
+struct sim_link {
+    struct {
+        uint8_t *bytes;
+        size_t len;
+    } * q;
+    size_t n, cap;
+};
+
 struct sim {
     const struct sim_scenario *sc;
     uint64_t rng;
@@ -178,6 +188,7 @@ struct sim {
     } ckpt_crash[SIM_MAX_CKPT_CRASHES]; /* crashes right after executing checkpoint seq */
     uint32_t nckpt_crash;
     uint64_t done_ms; /* when the load was first done (settle_ms) */
+    struct sim_link held[PBFT_MAX_REPLICAS][PBFT_MAX_REPLICAS]; /* [from][to] */
 };
 
 static uint64_t rnd(struct sim *s, uint64_t below)
@@ -274,10 +285,67 @@ static bool partitioned(const struct sim *s, uint32_t node)
            s->now >= s->sc->partition_from_ms && s->now < s->sc->partition_to_ms;
 }
 
+/* tallyd's push socket to a peer keeps what it sends while that peer is
+ * down, up to TRANSPORT_BUFFER_MSGS (then new sends are dropped), and NNG
+ * delivers them in order once the peer is back: a restarted replica first
+ * receives what it missed. The model holds them per link likewise; a
+ * sender's held messages die with it. */
+static void link_hold(struct sim *s, uint32_t from, uint32_t to, const uint8_t *bytes, size_t len)
+{
+    struct sim_link *k = &s->held[from][to];
+    if (k->n == SIM_HELD_MAX)
+        return;
+    if (!grow((void **)&k->q, &k->cap, k->n + 1, sizeof(k->q[0])) ||
+        (k->q[k->n].bytes = malloc(len)) == NULL) {
+        s->oom = true;
+        return;
+    }
+    memcpy(k->q[k->n].bytes, bytes, len);
+    k->q[k->n++].len = len;
+}
+
+static void link_clear(struct sim_link *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        free(k->q[i].bytes);
+    k->n = 0;
+}
+
+/* Replica id crashed: what it held for others is gone. */
+static void links_crashed(struct sim *s, uint32_t id)
+{
+    for (uint32_t to = 0; to < s->n; to++)
+        link_clear(&s->held[id][to]);
+}
+
+/* Replica id is back: every peer's held sends to it, in order per peer. */
+static void links_release(struct sim *s, uint32_t id)
+{
+    for (uint32_t from = 0; from < s->n; from++) {
+        struct sim_link *k = &s->held[from][id];
+        for (size_t i = 0; i < k->n; i++) {
+            struct sim_event ev = {.t = s->now + s->sc->delay_min_ms + 1 + i / 64,
+                                   .kind = EV_DELIVER,
+                                   .to = id,
+                                   .bytes = k->q[i].bytes,
+                                   .len = k->q[i].len};
+            k->q[i].bytes = NULL;
+            ev_push(s, ev);
+            s->res->held_released++;
+        }
+        k->n = 0;
+    }
+}
+
 static void net_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *bytes, size_t len)
 {
-    if (node_down(s, from) || node_down(s, to) || partitioned(s, from) || partitioned(s, to))
+    if (node_down(s, from) || partitioned(s, from) || partitioned(s, to))
         return;
+    if (node_down(s, to)) {
+        if (from < s->n && to < s->n)
+            link_hold(s, from, to, bytes, len);
+        return;
+    }
     if (rnd(s, 1000) < s->sc->loss_permille)
         return;
     int copies = rnd(s, 1000) < s->sc->dup_permille ? 2 : 1;
@@ -1405,6 +1473,7 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
     r->down = false;
     r->dying = false;
     r->restarts++;
+    links_release(s, r->id);
 }
 
 /* --- group restarts ------------------------------------------------------------------ */
@@ -1461,6 +1530,7 @@ static bool at_crash_point(struct sim *s, struct sim_replica *r, bool *forced)
 static void group_crash(struct sim *s, struct sim_replica *r, bool forced)
 {
     r->down = true;
+    links_crashed(s, r->id);
     r->armed = false;
     if (forced)
         s->res->group_forced++;
@@ -1720,6 +1790,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
             break;
         case EV_CRASH:
             s->rep[ev.to].down = true;
+            links_crashed(s, ev.to);
             break;
         case EV_RESTART:
             replica_restart(s, &s->rep[ev.to]);
@@ -1761,6 +1832,11 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         free(ev.bytes);
     }
     free(s->heap);
+    for (uint32_t a = 0; a < s->n; a++)
+        for (uint32_t b = 0; b < s->n; b++) {
+            link_clear(&s->held[a][b]);
+            free(s->held[a][b].q);
+        }
     for (uint32_t j = 0; j < s->n; j++) {
         struct sim_replica *r = &s->rep[j];
         pbft_destroy(r->core);

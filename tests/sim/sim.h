@@ -84,7 +84,8 @@ struct sim_result {
     uint64_t receipts;
     uint64_t state_chunks, bad_chunks; /* state transfer: installed, rejected */
     uint64_t max_log_slots, max_ckpt_votes, max_recs, stable_count;
-    uint64_t max_view; /* the highest view a correct replica installed */
+    uint64_t max_view;      /* the highest view a correct replica installed */
+    uint64_t held_released; /* messages held for a down replica, delivered at its restart */
     /* Group restarts. */
     uint64_t group_crashes;    /* crashes at their crash point */
     uint64_t group_forced;     /* crashes without one (none came in SIM_FORCE_CRASH_MS) */

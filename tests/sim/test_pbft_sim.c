@@ -34,7 +34,8 @@ static double seconds(void)
 
 /* Totals over the seeds of one scenario. */
 struct seed_totals {
-    uint64_t state_chunks, bad_chunks, max_log_slots, max_ckpt_votes, max_recs, min_stable;
+    uint64_t state_chunks, bad_chunks, held_released, max_log_slots, max_ckpt_votes, max_recs,
+        min_stable;
     uint64_t seeds, no_view_change;
     uint64_t group_crashes, group_forced, ckpt_crashes, ckpt_certified, ckpt_stable_past;
 };
@@ -65,6 +66,7 @@ static void run_seeds_totals(const struct sim_scenario *sc, uint64_t divisor,
         if (res.max_view == 0)
             tot->no_view_change++;
         tot->bad_chunks += res.bad_chunks;
+        tot->held_released += res.held_released;
         tot->group_crashes += res.group_crashes;
         tot->group_forced += res.group_forced;
         tot->ckpt_crashes += res.ckpt_crashes;
@@ -93,6 +95,9 @@ static void run_seeds_totals(const struct sim_scenario *sc, uint64_t divisor,
     if (tot->state_chunks + tot->bad_chunks > 0)
         printf("# scenario=%s state chunks installed=%llu rejected=%llu\n", sc->name,
                (unsigned long long)tot->state_chunks, (unsigned long long)tot->bad_chunks);
+    if (tot->held_released > 0)
+        printf("# scenario=%s messages held for a down replica, delivered at its restart=%llu\n",
+               sc->name, (unsigned long long)tot->held_released);
     if (sc->group_size > 0)
         printf("# scenario=%s group crashes at their point=%llu forced=%llu\n", sc->name,
                (unsigned long long)tot->group_crashes, (unsigned long long)tot->group_forced);
