@@ -435,9 +435,7 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         s->has_pre_prepare = true;
         if (s->has_cert && memcmp(s->cert_digest.b, s->digest.b, TC_HASH_BYTES) != 0)
             s->has_cert = false;
-        if (!executed)
-            for (uint32_t i = 0; i < s->count; i++)
-                pbft_txset_mark_inflight(p, &s->hashes[i]);
+        pbft_txset_mark_slot_inflight(p, s);
         if (pbft_primary_of(p, rec->view) == me && rec->seq > p->next_seq)
             p->next_seq = rec->seq;
         return TALLY_OK;

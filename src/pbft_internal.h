@@ -177,7 +177,7 @@ bool pbft_is_primary(const struct pbft *p);
 uint64_t pbft_retransmit_interval(const struct pbft *p);
 
 /* recv_request.c: the request queue, the de-dup set and batching. */
-void pbft_txset_mark_inflight(struct pbft *p, const tc_hash *h);
+void pbft_txset_mark_slot_inflight(struct pbft *p, const struct pbft_slot *s);
 void pbft_txset_remove(struct pbft *p, const tc_hash *h);
 void pbft_try_propose(struct pbft *p, uint64_t now_ms);
 void pbft_requeue_front(struct pbft *p, const uint8_t tx[LEDGER_TX_BYTES], const tc_hash *hash,

@@ -77,13 +77,7 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
     s->has_pre_prepare = true;
     if (seq > p->max_pp_seq)
         p->max_pp_seq = seq;
-    /* In flight only above what we executed: a fresh slot at or below
-     * last_executed (after a state transfer or a restart without its
-     * records) is never executed here, so nothing would take its hashes out
-     * of the de-dup set again. */
-    if (!s->executed && seq > p->last_executed)
-        for (uint32_t i = 0; i < s->count; i++)
-            pbft_txset_mark_inflight(p, &s->hashes[i]);
+    pbft_txset_mark_slot_inflight(p, s);
 
     struct pbft_persist pr = {
         .kind = PBFT_PERSIST_PREPARE, .view = view, .seq = seq, .digest = s->digest};

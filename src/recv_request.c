@@ -88,7 +88,7 @@ void pbft_txset_remove(struct pbft *p, const tc_hash *h)
     }
 }
 
-void pbft_txset_mark_inflight(struct pbft *p, const tc_hash *h)
+static void txset_mark_inflight(struct pbft *p, const tc_hash *h)
 {
     struct pbft_txset_entry *e = set_find(p, h);
     if (e != NULL) {
@@ -102,6 +102,18 @@ void pbft_txset_mark_inflight(struct pbft *p, const tc_hash *h)
     }
     if (set_reserve(p) == TALLY_OK)
         set_put(p, h, PBFT_TX_INFLIGHT);
+}
+
+/* A slot's batch is in the log: its txs are in flight, unless the slot is at
+ * or below what we executed. Such a slot (executed here, or a fresh one after
+ * a state transfer or a restart without its records) is never executed here
+ * again, so nothing would take its hashes out of the set. */
+void pbft_txset_mark_slot_inflight(struct pbft *p, const struct pbft_slot *s)
+{
+    if (s->executed || s->seq <= p->last_executed)
+        return;
+    for (uint32_t i = 0; i < s->count; i++)
+        txset_mark_inflight(p, &s->hashes[i]);
 }
 
 /* --- the queue ------------------------------------------------------------ */

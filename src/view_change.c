@@ -484,9 +484,7 @@ static void enter_view(struct pbft *p, uint64_t w, const struct msg *vcs,
         if (!s->executed) {
             if (pbft_slot_store_batch(p, s, &prop.batch) != TALLY_OK)
                 continue;
-            if (prop.seq > p->last_executed) /* as in recv_pre_prepare.c */
-                for (uint32_t k = 0; k < s->count; k++)
-                    pbft_txset_mark_inflight(p, &s->hashes[k]);
+            pbft_txset_mark_slot_inflight(p, s);
         } else if (s->count != prop.batch.count) {
             /* Executed here already: keep what we executed for retransmission
              * only when it is the same batch (it must be: O keeps committed
