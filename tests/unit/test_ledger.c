@@ -445,6 +445,18 @@ static void test_corrupt_head(void **state)
     lf_rmdir(dir);
 }
 
+/* A fresh directory holding a ledger with the test genesis, closed. */
+static char *closed_genesis_dir(const struct ledger_open_opts *o)
+{
+    char *dir = lf_tmpdir();
+    struct ledger *l = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(ledger_open_opts(dir, o, &l, &err), TALLY_OK);
+    genesis(l);
+    ledger_close(l);
+    return dir;
+}
+
 /* Write key -> val straight into the closed ledger at dir with a plain
  * rocksdb_open (what another program, or an older build, would leave). */
 static void raw_put(const char *dir, const uint8_t *key, size_t klen, const char *val, size_t vlen)
@@ -468,13 +480,10 @@ static void raw_put(const char *dir, const uint8_t *key, size_t klen, const char
 static void test_corrupt_account(void **state)
 {
     (void)state;
-    char *dir = lf_tmpdir();
     struct ledger_open_opts o = {.sync = false};
     struct ledger *l = NULL;
     struct tally_err err = {0};
-    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
-    genesis(l);
-    ledger_close(l);
+    char *dir = closed_genesis_dir(&o);
 
     uint8_t key[1 + TC_PUBKEY_BYTES];
     key[0] = LEDGER_KEY_ACCOUNT;
@@ -505,13 +514,10 @@ static void test_corrupt_account(void **state)
 static void test_old_format_refused(void **state)
 {
     (void)state;
-    char *dir = lf_tmpdir();
     struct ledger_open_opts o = {.sync = false};
     struct ledger *l = NULL;
     struct tally_err err = {0};
-    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
-    genesis(l);
-    ledger_close(l);
+    char *dir = closed_genesis_dir(&o);
 
     uint8_t key = LEDGER_KEY_FORMAT;
     raw_put(dir, &key, 1, "tally-ledger-v1", 15);
