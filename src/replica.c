@@ -21,7 +21,8 @@
 
 #define LOOP_QUEUE_MAX 8192      /* events waiting for the loop thread */
 #define LOOP_STEP_MAX 512        /* events handled in one step (one synced write) */
-#define LOOP_TICK_MS 1           /* pbft_on_tick period */
+#define LOOP_TICK_MS 1           /* pbft_on_tick period while events come in ... */
+#define LOOP_IDLE_TICK_MS 20     /* ... and once none came for this long */
 #define PENDING_SLOTS (1u << 17) /* client requests awaiting execution */
 #define PENDING_PROBE 32
 #define PENDING_TTL_MS 60000
@@ -997,14 +998,15 @@ static void end_step(struct replica *r)
 static void *loop_main(void *arg)
 {
     struct replica *r = arg;
-    uint64_t next_tick = now_ms();
+    uint64_t next_tick = now_ms(), last_event = next_tick;
     for (;;) {
         pthread_mutex_lock(&r->lock);
-        while (r->q_head == NULL && !r->stopping && now_ms() < next_tick) {
+        uint64_t t;
+        while (r->q_head == NULL && !r->stopping && (t = now_ms()) < next_tick) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += LOOP_TICK_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_nsec += (long)(next_tick - t) * 1000000L;
+            while (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
@@ -1032,6 +1034,8 @@ static void *loop_main(void *arg)
         pthread_mutex_unlock(&r->lock);
 
         uint64_t now = now_ms();
+        if (batch != NULL)
+            last_event = now;
         while (batch != NULL) {
             struct verifier_event *next = batch->next;
             if (!atomic_load(&r->failed))
@@ -1039,10 +1043,17 @@ static void *loop_main(void *arg)
             verifier_event_free(batch);
             batch = next;
         }
+        /* The core's timers (batch timeout, retransmission, view change)
+         * need a 1 ms tick only while there is traffic; an idle replica
+         * wakes 50 times a second instead of 1,000 (each wake-up costs
+         * ~15 us of CPU on this kind of VM). An event pulls the tick in. */
+        uint64_t period = now - last_event < LOOP_IDLE_TICK_MS ? LOOP_TICK_MS : LOOP_IDLE_TICK_MS;
         if (now >= next_tick) {
             if (!atomic_load(&r->failed))
                 pbft_on_tick(r->core, now);
-            next_tick = now + LOOP_TICK_MS;
+            next_tick = now + period;
+        } else if (next_tick > now + period) {
+            next_tick = now + period;
         }
         end_step(r);
     }
