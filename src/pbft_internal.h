@@ -103,8 +103,9 @@ struct pbft {
 
     uint64_t view;
     uint64_t last_executed;
-    uint64_t low;      /* low watermark h: accept h < seq <= h + window */
-    uint64_t next_seq; /* primary: the last sequence number assigned */
+    uint64_t low;             /* low watermark h: accept h < seq <= h + window */
+    uint64_t next_seq;        /* primary: the last sequence number assigned */
+    uint64_t last_propose_ms; /* primary: when it last sent a PRE-PREPARE (0: never) */
     uint64_t dropped;
     uint64_t now_ms; /* of the event being handled */
     bool failed;     /* a persist failed: no more promises */

@@ -348,18 +348,25 @@ static void test_dedupe_and_batch_timeout(void **state)
     struct harness h;
     h_start(&h, 0, 0);
     struct pbft_status st;
+    /* Nothing in flight and no proposal for 2 x batch_timeout_ms: at once. */
+    size_t before = h.nsent;
     h_request(&h, 0, 100);
-    h_request(&h, 0, 101); /* queued already: ignored, not counted as a drop */
+    assert_int_equal(h.nsent, before + 1);
+    assert_int_equal(h.sent[before].m.type, MSG_PRE_PREPARE);
+    assert_int_equal(h.sent[before].m.u.pre_prepare.batch.count, 1);
+    /* With a batch in flight, a request waits for the batch timeout. */
+    h_request(&h, 1, 101);
+    h_request(&h, 1, 102); /* queued already: ignored, not counted as a drop */
     pbft_get_status(h.core, &st);
     assert_true(st.queued_requests == 1 && st.dropped_messages == 0);
     pbft_on_tick(h.core, 105);
     assert_int_equal(h.sent[h.nsent - 1].m.type, MSG_STATUS_ACTIVE); /* no batch yet */
-    size_t before = h.nsent;
-    pbft_on_tick(h.core, 110); /* the oldest waited batch_timeout_ms */
+    before = h.nsent;
+    pbft_on_tick(h.core, 111); /* the oldest waited batch_timeout_ms */
     assert_int_equal(h.nsent, before + 1);
     assert_int_equal(h.sent[before].m.type, MSG_PRE_PREPARE);
     assert_int_equal(h.sent[before].m.u.pre_prepare.batch.count, 1);
-    h_request(&h, 0, 111); /* in the log now */
+    h_request(&h, 1, 112); /* in the log now */
     pbft_get_status(h.core, &st);
     assert_true(st.queued_requests == 0 && st.dropped_messages == 0);
     h_stop(&h);
