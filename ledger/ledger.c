@@ -833,7 +833,8 @@ static void acct_cache_store(struct ledger *l)
 
 /* Read what the block will look up in one batched read, keys in ascending
  * order: every account its transfers name (both sides of each transfer that
- * decodes, whatever its signature or nonce) and the tx-index entry of each
+ * decodes, whatever its signature or nonce) that the account cache does not
+ * hold (acct_cache_load fills those) and the tx-index entry of each
  * transaction's first occurrence in the block. RocksDB then looks each SST
  * file's index and filter up once per batch instead of once per key
  * (BENCHMARKS.md, "The ledger alone"). Sets hashes[] and indexed[] (1: the

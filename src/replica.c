@@ -1004,7 +1004,7 @@ static void *loop_main(void *arg)
         uint64_t t;
         while (r->q_head == NULL && !r->stopping && (t = now_ms()) < next_tick) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts); /* r->cond waits on CLOCK_MONOTONIC */
             ts.tv_nsec += (long)(next_tick - t) * 1000000L;
             while (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
@@ -1246,7 +1246,11 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         r->fault = NULL;
 #endif
     pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step never stalls ticks */
+    pthread_cond_init(&r->cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&r->fail_lock, NULL);
     msg_buf_init(&r->out_bytes);
     msg_buf_init(&r->scratch);

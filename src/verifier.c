@@ -1,6 +1,7 @@
 /* Verifier pool: see verifier.h. */
 #include "src/verifier.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -73,8 +74,9 @@ static size_t cache_index(const tc_hash *h)
 static int tx_verdict(struct verifier *v, const uint8_t *tx_bytes, const tc_hash *h, bool need)
 {
     struct verifier_slot *s = &v->cache[cache_index(h)];
+    struct timespec deadline = {0};
     pthread_mutex_lock(&v->cache_lock);
-    for (unsigned waited = 0;; waited++) {
+    for (;;) {
         if (s->state == SLOT_EMPTY || memcmp(s->key, h->b, VERIFIER_KEY_BYTES) != 0)
             break;
         if (s->state != SLOT_PENDING) {
@@ -87,18 +89,20 @@ static int tx_verdict(struct verifier *v, const uint8_t *tx_bytes, const tc_hash
             pthread_mutex_unlock(&v->cache_lock);
             return -1;
         }
-        if (waited == VERIFIER_PENDING_WAIT_MS)
-            break; /* the other thread is slow: verify it here too */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
+        if (deadline.tv_sec == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &deadline);
+            deadline.tv_nsec += VERIFIER_PENDING_WAIT_MS * 1000000L;
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+            }
         }
         v->cache_waiters++;
-        pthread_cond_timedwait(&v->cache_settled, &v->cache_lock, &ts);
+        int rc = pthread_cond_timedwait(&v->cache_settled, &v->cache_lock, &deadline);
         v->cache_waiters--;
+        if (rc == ETIMEDOUT && s->state == SLOT_PENDING &&
+            memcmp(s->key, h->b, VERIFIER_KEY_BYTES) == 0)
+            break; /* the other thread is slow: verify it here too */
     }
     memcpy(s->key, h->b, VERIFIER_KEY_BYTES);
     s->state = SLOT_PENDING;
@@ -294,7 +298,11 @@ int verifier_start(const struct verifier_opts *o, struct verifier **out, struct 
     v->o = *o;
     v->max_body = o->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
     pthread_mutex_init(&v->cache_lock, NULL);
-    pthread_cond_init(&v->cache_settled, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines immune to clock steps */
+    pthread_cond_init(&v->cache_settled, &ca);
+    pthread_condattr_destroy(&ca);
     v->cache = calloc(VERIFIER_CACHE_SLOTS, sizeof(*v->cache));
     if (v->cache == NULL) {
         verifier_stop(v);
