@@ -136,10 +136,28 @@ void pbft_state_target(struct pbft *p, uint64_t target, uint32_t vouchers)
     st_aim(p, target, vouchers, true, "the new view starts there");
 }
 
+/* The transfer reached its target (by a chunk, or by the normal case). */
+static void st_done(struct pbft *p, const char *how)
+{
+    p->st.active = false;
+    LOG_INFO("L2143", "r%u v%llu state transfer done (%s): at %llu (stable %llu)", p->cfg.id,
+             (unsigned long long)p->view, how, (unsigned long long)p->last_executed,
+             (unsigned long long)p->stable);
+    pbft_state_check(p); /* the target may have moved on meanwhile */
+}
+
 void pbft_state_tick(struct pbft *p)
 {
     if (!p->st.active) {
         pbft_state_check(p); /* "stalled" is a matter of time */
+        return;
+    }
+    if (p->last_executed >= p->st.target) {
+        /* The normal case got there first (the log we lacked arrived after
+         * all). Without this the transfer would stay active for ever, asking
+         * for blocks nobody has yet, and a replica in a transfer never
+         * suspects its primary. */
+        st_done(p, "caught up by the normal case");
         return;
     }
     if (p->now_ms - p->st.sent_ms < st_timeout(p))
@@ -202,11 +220,7 @@ void pbft_recv_state_resp(struct pbft *p, const struct msg *m, uint64_t now_ms)
     p->st.chunks++;
     jump(p, &res);
     if (p->last_executed >= p->st.target) {
-        p->st.active = false;
-        LOG_INFO("L2143", "r%u v%llu state transfer done: at %llu (stable %llu)", p->cfg.id,
-                 (unsigned long long)p->view, (unsigned long long)p->last_executed,
-                 (unsigned long long)p->stable);
-        pbft_state_check(p); /* the target may have moved on meanwhile */
+        st_done(p, "by transfer");
     } else {
         st_request(p);
     }

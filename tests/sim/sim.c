@@ -1781,8 +1781,19 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
             }
             break;
         case EV_TICK:
-            if (!s->rep[ev.to].down)
+            if (!s->rep[ev.to].down) {
                 pbft_on_tick(s->rep[ev.to].core, s->now);
+                /* A state transfer ends at its target, even when the normal
+                 * case got there first (a replica stuck "transferring" never
+                 * suspects its primary). */
+                struct pbft_status st;
+                pbft_get_status(s->rep[ev.to].core, &st);
+                if (!s->rep[ev.to].byzantine && st.state_transfer &&
+                    st.last_executed >= st.state_target)
+                    violation(s, "replica %u still in a state transfer at %llu, target %llu", ev.to,
+                              (unsigned long long)st.last_executed,
+                              (unsigned long long)st.state_target);
+            }
             ev_push(s, (struct sim_event){.t = s->now + SIM_TICK_MS, .kind = EV_TICK, .to = ev.to});
             break;
         case EV_CLIENT:
