@@ -13,6 +13,7 @@
 #include "ledger/block.h"
 #include "ledger/ledger.h"
 #include "src/log.h"
+#include "src/mono.h"
 #include "src/msg.h"
 #include "src/pbft.h"
 #include "src/statexfer.h"
@@ -1003,13 +1004,7 @@ static void *loop_main(void *arg)
         pthread_mutex_lock(&r->lock);
         uint64_t t;
         while (r->q_head == NULL && !r->stopping && (t = now_ms()) < next_tick) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts); /* r->cond waits on CLOCK_MONOTONIC */
-            ts.tv_nsec += (long)(next_tick - t) * 1000000L;
-            while (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = mono_deadline(next_tick - t);
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
         }
         if (r->stopping) {
@@ -1246,11 +1241,7 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         r->fault = NULL;
 #endif
     pthread_mutex_init(&r->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step never stalls ticks */
-    pthread_cond_init(&r->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&r->cond); /* a wall-clock step never stalls ticks */
     pthread_mutex_init(&r->fail_lock, NULL);
     msg_buf_init(&r->out_bytes);
     msg_buf_init(&r->scratch);

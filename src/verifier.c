@@ -7,11 +7,11 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ledger/cert.h"
 #include "src/log.h"
+#include "src/mono.h"
 #include "src/statexfer.h"
 
 /* Direct-mapped verdict cache slot, keyed by the first 16 bytes of the tx
@@ -74,7 +74,8 @@ static size_t cache_index(const tc_hash *h)
 static int tx_verdict(struct verifier *v, const uint8_t *tx_bytes, const tc_hash *h, bool need)
 {
     struct verifier_slot *s = &v->cache[cache_index(h)];
-    struct timespec deadline = {0};
+    struct timespec deadline;
+    bool waiting = false;
     pthread_mutex_lock(&v->cache_lock);
     for (;;) {
         if (s->state == SLOT_EMPTY || memcmp(s->key, h->b, VERIFIER_KEY_BYTES) != 0)
@@ -89,13 +90,9 @@ static int tx_verdict(struct verifier *v, const uint8_t *tx_bytes, const tc_hash
             pthread_mutex_unlock(&v->cache_lock);
             return -1;
         }
-        if (deadline.tv_sec == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &deadline);
-            deadline.tv_nsec += VERIFIER_PENDING_WAIT_MS * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-            }
+        if (!waiting) {
+            deadline = mono_deadline(VERIFIER_PENDING_WAIT_MS);
+            waiting = true;
         }
         v->cache_waiters++;
         int rc = pthread_cond_timedwait(&v->cache_settled, &v->cache_lock, &deadline);
@@ -298,11 +295,7 @@ int verifier_start(const struct verifier_opts *o, struct verifier **out, struct 
     v->o = *o;
     v->max_body = o->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
     pthread_mutex_init(&v->cache_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines immune to clock steps */
-    pthread_cond_init(&v->cache_settled, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&v->cache_settled);
     v->cache = calloc(VERIFIER_CACHE_SLOTS, sizeof(*v->cache));
     if (v->cache == NULL) {
         verifier_stop(v);

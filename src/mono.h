@@ -1,0 +1,16 @@
+/* Timed waits on CLOCK_MONOTONIC: a wall-clock step (NTP, an operator)
+ * neither stalls nor cuts short a pthread_cond_timedwait. Prefix: mono_. */
+#ifndef TALLY_MONO_H
+#define TALLY_MONO_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+/* pthread_cond_init for a condition variable timed on CLOCK_MONOTONIC. */
+int mono_cond_init(pthread_cond_t *c);
+/* CLOCK_MONOTONIC now plus ms: the deadline of a timed wait on such a
+ * condition variable. */
+struct timespec mono_deadline(uint64_t ms);
+
+#endif
