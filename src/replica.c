@@ -456,28 +456,35 @@ static void remember_block(struct replica *r, uint64_t height, const tc_hash *h)
     r->recent_height[height % RECENT_BLOCKS] = height;
 }
 
+/* The header of the stored block at height (TALLY_ENOTFOUND: none). */
+static int block_header_at(struct replica *r, uint64_t height, struct ledger_block_header *out,
+                           struct tally_err *err)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    bool found = false;
+    int rc = ledger_get_block(r->ledger, height, &bytes, &len, &found, err);
+    if (rc == 0 && !found)
+        rc = TALLY_ENOTFOUND;
+    if (rc == 0)
+        rc = ledger_block_header_decode(bytes, len, out);
+    free(bytes);
+    return rc;
+}
+
 static int block_hash_at(struct replica *r, uint64_t height, tc_hash *out)
 {
     if (r->recent_height[height % RECENT_BLOCKS] == height && height != 0) {
         *out = r->recent[height % RECENT_BLOCKS];
         return 0;
     }
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    bool found = false;
-    struct tally_err err = {0};
-    int rc = ledger_get_block(r->ledger, height, &bytes, &len, &found, &err);
-    if (rc != 0 || !found) {
-        free(bytes);
-        return rc != 0 ? rc : TALLY_ENOTFOUND;
-    }
     struct ledger_block_header hdr;
-    rc = ledger_block_header_decode(bytes, len, &hdr);
+    struct tally_err err = {0};
+    int rc = block_header_at(r, height, &hdr, &err);
     if (rc == 0) {
         ledger_block_header_hash(&hdr, out);
         remember_block(r, height, out);
     }
-    free(bytes);
     return rc;
 }
 
@@ -1082,22 +1089,16 @@ static int get_meta_u64(struct ledger *l, const char *name, uint64_t *out, bool 
  * certificate or state transfer still moves us on), never the start. */
 static void restore_checkpoint_vote(struct replica *r, uint64_t seq)
 {
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    bool found = false;
     struct tally_err err = {0};
     struct ledger_block_header h;
-    if (ledger_get_block(r->ledger, seq, &bytes, &len, &found, &err) != 0 || !found ||
-        ledger_block_header_decode(bytes, len, &h) != 0) {
+    if (block_header_at(r, seq, &h, &err) != 0) {
         LOG_WARN("L0515", "checkpoint %llu: our vote not signed again: %s", (unsigned long long)seq,
                  err.code ? tally_err_text(&err) : "block not readable");
-        free(bytes);
         return;
     }
     struct pbft_exec_result res = {.state_digest = h.state_digest};
     ledger_block_header_hash(&h, &res.block_hash);
     pbft_restore_checkpoint_vote(r->core, seq, &res);
-    free(bytes);
 }
 
 static int restore_state(struct replica *r, struct tally_err *err)
