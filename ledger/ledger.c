@@ -25,7 +25,8 @@ struct acct_entry {
     tc_pubkey pk;
     struct ledger_account cur;
     struct ledger_account old;
-    bool loaded; /* cur, old and existed are read from RocksDB */
+    uint64_t hash; /* keyed hash of pk: places it in acct_slots and acct_cache */
+    bool loaded;   /* cur, old and existed are read from RocksDB (or acct_cache) */
     bool existed;
     bool dirty;
 };
@@ -431,8 +432,7 @@ void ledger_close(struct ledger *l)
     rocksdb_writebatch_destroy(l->batch);
     rocksdb_writeoptions_destroy(l->wo);
     rocksdb_readoptions_destroy(l->ro);
-    if (l->ro_block != NULL)
-        rocksdb_readoptions_destroy(l->ro_block);
+    rocksdb_readoptions_destroy(l->ro_block);
     rocksdb_options_destroy(l->options);
     rocksdb_block_based_options_destroy(l->table);
     if (l->cache != NULL)
@@ -660,11 +660,16 @@ static int ensure_capacity(struct ledger *l, uint32_t count, struct tally_err *e
     return TALLY_OK;
 }
 
-static uint32_t slot_of(const struct ledger *l, const uint8_t *key32)
+static uint64_t key_hash(const struct ledger *l, const uint8_t *key32)
 {
     uint8_t h[crypto_shorthash_BYTES];
     crypto_shorthash(h, key32, 32, l->hash_key);
-    return (uint32_t)ledger_get_u64(h) & l->slot_mask;
+    return ledger_get_u64(h);
+}
+
+static uint32_t slot_of(const struct ledger *l, const uint8_t *key32)
+{
+    return (uint32_t)key_hash(l, key32) & l->slot_mask;
 }
 
 /* Has an earlier tx in this block the same hash? If not, remember tx i. */
@@ -701,7 +706,8 @@ static int account_decode(const struct ledger *l, const tc_pubkey *pk, const cha
 /* The block-local entry of an account: found, or added zeroed and not loaded. */
 static struct acct_entry *acct_entry_of(struct ledger *l, const tc_pubkey *pk, bool *added)
 {
-    uint32_t s = slot_of(l, pk->b);
+    uint64_t hash = key_hash(l, pk->b);
+    uint32_t s = (uint32_t)hash & l->slot_mask;
     while (l->acct_slots[s] != 0) {
         struct acct_entry *e = &l->accts[l->acct_slots[s] - 1];
         if (memcmp(e->pk.b, pk->b, TC_PUBKEY_BYTES) == 0) {
@@ -713,6 +719,7 @@ static struct acct_entry *acct_entry_of(struct ledger *l, const tc_pubkey *pk, b
     struct acct_entry *e = &l->accts[l->nacct];
     memset(e, 0, sizeof(*e));
     e->pk = *pk;
+    e->hash = hash;
     l->acct_slots[s] = ++l->nacct;
     *added = true;
     return e;
@@ -798,11 +805,10 @@ static int cmp_hash_idx(const void *a, const void *b, void *ctx)
     return memcmp(v[*(const uint32_t *)a].b, v[*(const uint32_t *)b].b, TC_HASH_BYTES);
 }
 
-static struct acct_cache_slot *acct_cache_slot_of(const struct ledger *l, const tc_pubkey *pk)
+static struct acct_cache_slot *acct_cache_slot_of(const struct ledger *l,
+                                                  const struct acct_entry *e)
 {
-    uint8_t h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, pk->b, TC_PUBKEY_BYTES, l->hash_key);
-    return &l->acct_cache[ledger_get_u64(h) & (LEDGER_ACCT_CACHE_SLOTS - 1)];
+    return &l->acct_cache[e->hash & (LEDGER_ACCT_CACHE_SLOTS - 1)];
 }
 
 /* Fill a new block-local entry from the cache: true on a hit. */
@@ -810,7 +816,7 @@ static bool acct_cache_load(struct ledger *l, struct acct_entry *e)
 {
     if (l->acct_cache == NULL)
         return false;
-    const struct acct_cache_slot *c = acct_cache_slot_of(l, &e->pk);
+    const struct acct_cache_slot *c = acct_cache_slot_of(l, e);
     if (!c->used || memcmp(c->pk.b, e->pk.b, TC_PUBKEY_BYTES) != 0)
         return false;
     e->cur = e->old = c->a;
@@ -830,7 +836,7 @@ static void acct_cache_store(struct ledger *l)
         const struct acct_entry *e = &l->accts[i];
         if (!e->loaded || !(e->existed || e->dirty))
             continue; /* unread, or does not exist */
-        struct acct_cache_slot *c = acct_cache_slot_of(l, &e->pk);
+        struct acct_cache_slot *c = acct_cache_slot_of(l, e);
         c->pk = e->pk;
         c->a = e->cur;
         c->used = true;
