@@ -1238,8 +1238,8 @@ int ledger_delete_meta(struct ledger *l, const void *key, size_t key_len, struct
     return rc != TALLY_OK ? rc : ledger_meta_flush(l, err);
 }
 
-int ledger_delete_meta_range(struct ledger *l, const void *begin, size_t begin_len, const void *end,
-                             size_t end_len, struct tally_err *err)
+int ledger_stage_meta_delete_range(struct ledger *l, const void *begin, size_t begin_len,
+                                   const void *end, size_t end_len, struct tally_err *err)
 {
     uint8_t b[1 + LEDGER_META_MAX_KEY], e[1 + LEDGER_META_MAX_KEY];
     int rc = meta_key(begin, begin_len, b, err);
@@ -1251,7 +1251,14 @@ int ledger_delete_meta_range(struct ledger *l, const void *begin, size_t begin_l
         return tally_errf(err, TALLY_EINVAL, "ledger %s is open read-only", l->dir);
     rocksdb_writebatch_delete_range(l->batch, (const char *)b, begin_len + 1, (const char *)e,
                                     end_len + 1);
-    return ledger_meta_flush(l, err);
+    return TALLY_OK;
+}
+
+int ledger_delete_meta_range(struct ledger *l, const void *begin, size_t begin_len, const void *end,
+                             size_t end_len, struct tally_err *err)
+{
+    int rc = ledger_stage_meta_delete_range(l, begin, begin_len, end, end_len, err);
+    return rc != TALLY_OK ? rc : ledger_meta_flush(l, err);
 }
 
 int ledger_get_meta(struct ledger *l, const void *key, size_t key_len, void **val, size_t *val_len,

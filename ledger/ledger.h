@@ -209,6 +209,8 @@ int ledger_stage_meta_put(struct ledger *l, const void *key, size_t key_len, con
                           size_t val_len, struct tally_err *err);
 int ledger_stage_meta_delete(struct ledger *l, const void *key, size_t key_len,
                              struct tally_err *err);
+int ledger_stage_meta_delete_range(struct ledger *l, const void *begin, size_t begin_len,
+                                   const void *end, size_t end_len, struct tally_err *err);
 /* Write the staged changes now (no-op when none). */
 int ledger_meta_flush(struct ledger *l, struct tally_err *err);
 

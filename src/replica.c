@@ -429,7 +429,8 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         for (size_t i = 0; i < 3 && rc == 0; i++) {
             seq_key(begin, prefixes[i], 0);
             seq_key(end, prefixes[i], rec->seq + 1);
-            rc = ledger_delete_meta_range(r->ledger, begin, sizeof(begin), end, sizeof(end), &err);
+            rc = ledger_stage_meta_delete_range(r->ledger, begin, sizeof(begin), end, sizeof(end),
+                                                &err);
         }
         if (rc == 0 && rec->seq > r->persisted_lo) {
             r->persisted_lo = rec->seq;

@@ -676,6 +676,15 @@ static void test_meta(void **state)
     assert_int_equal(ledger_get_meta(l, "log3", 4, &val, &len, &found, &err), TALLY_OK);
     assert_true(found);
     free(val);
+    /* A staged range deletion waits for the next write, like the rest. */
+    assert_int_equal(ledger_stage_meta_delete_range(l, "log3", 4, "log4", 4, &err), TALLY_OK);
+    assert_int_equal(ledger_get_meta(l, "log3", 4, &val, &len, &found, &err), TALLY_OK);
+    assert_true(found);
+    free(val);
+    assert_int_equal(ledger_meta_flush(l, &err), TALLY_OK);
+    assert_int_equal(ledger_get_meta(l, "log3", 4, &val, &len, &found, &err), TALLY_OK);
+    assert_false(found);
+    assert_int_equal(ledger_put_meta(l, "log3", 4, "c", 1, &err), TALLY_OK);
     assert_int_equal(ledger_delete_meta(l, "log3", 4, &err), TALLY_OK);
     assert_int_equal(ledger_get_meta(l, "log3", 4, &val, &len, &found, &err), TALLY_OK);
     assert_false(found);
