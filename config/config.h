@@ -56,7 +56,10 @@
  * transactions. With 8 in flight the primary kept cutting blocks of ~250;
  * with 2 they grow to ~650 at 4,096 outstanding and the cluster does 11-14 %
  * more (8,100 -> 9,000-9,200 tx/s), with p50 at 6,000 tx/s open loop 117 ->
- * 55 ms and light load unchanged (BENCHMARKS.md, "Fewer, bigger blocks"). */
+ * 55 ms and light load unchanged (BENCHMARKS.md, "Fewer, bigger blocks").
+ * The price is memory: the core keeps up to 2 x log_window batches (the
+ * retransmission history), so its worst case with every block full is
+ * 1,024 x 2,048 x 178 B = ~370 MB per replica (~93 MB with 512). */
 #define CONFIG_DEFAULT_BATCH_MAX_TXS 2048
 /* 5 ms, not 2: on 2 cores each block costs every replica ~2 ms of CPU whatever
  * its size, so at light load (~550 tx/s) 2 ms batches of ~1.4 transactions
