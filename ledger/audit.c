@@ -16,6 +16,7 @@
 #include "ledger/cert.h"
 #include "ledger/ledger_internal.h"
 #include "ledger/tx.h"
+#include "src/mono.h"
 
 /* The audit is a pipeline over windows of consecutive blocks, on a pool of
  * worker threads and the auditing (main) thread:
@@ -1291,13 +1292,6 @@ static void check_certs(struct audit *a, const struct ledger_audit_opts *opts)
     }
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int ledger_audit(const char *dir, const struct ledger_audit_opts *opts,
                  struct ledger_audit_report *out, struct tally_err *err)
 {
@@ -1309,7 +1303,7 @@ int ledger_audit(const char *dir, const struct ledger_audit_opts *opts,
     out->problem_height = LEDGER_AUDIT_NO_HEIGHT;
     out->last_cert_height = LEDGER_AUDIT_NO_HEIGHT;
     out->cert_signatures_checked = opts->cert_keys != NULL;
-    double t0 = now_seconds();
+    double t0 = mono_now_s();
 
     struct audit a = {.rep = out, .accounts_at_problem = SIZE_MAX};
     int rc = ledger_open_unchecked(dir, &a.l, err);
@@ -1355,7 +1349,7 @@ int ledger_audit(const char *dir, const struct ledger_audit_opts *opts,
                        out->txs);
 done:
     out->accounts = a.accounts_at_problem != SIZE_MAX ? a.accounts_at_problem : a.accts.n;
-    out->seconds = now_seconds() - t0;
+    out->seconds = mono_now_s() - t0;
     out->tx_per_sec = out->seconds > 0 ? (double)out->txs / out->seconds : 0;
 out:
     free(head);

@@ -1,4 +1,4 @@
-/* Timed waits on CLOCK_MONOTONIC: see mono.h. */
+/* CLOCK_MONOTONIC helpers: see mono.h. */
 #include "src/mono.h"
 
 int mono_cond_init(pthread_cond_t *c)
@@ -25,4 +25,23 @@ struct timespec mono_deadline(uint64_t ms)
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+uint64_t mono_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t mono_now_ms(void)
+{
+    return mono_now_us() / 1000u;
+}
+
+double mono_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

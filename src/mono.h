@@ -1,5 +1,6 @@
-/* Timed waits on CLOCK_MONOTONIC: a wall-clock step (NTP, an operator)
- * neither stalls nor cuts short a pthread_cond_timedwait. Prefix: mono_. */
+/* CLOCK_MONOTONIC: the time of timed waits, timers and measurements, so that
+ * a wall-clock step (NTP, an operator) neither stalls nor cuts short a
+ * pthread_cond_timedwait nor skews a latency. Prefix: mono_. */
 #ifndef TALLY_MONO_H
 #define TALLY_MONO_H
 
@@ -12,5 +13,9 @@ int mono_cond_init(pthread_cond_t *c);
 /* CLOCK_MONOTONIC now plus ms: the deadline of a timed wait on such a
  * condition variable. */
 struct timespec mono_deadline(uint64_t ms);
+/* CLOCK_MONOTONIC now, in microseconds, milliseconds or seconds. */
+uint64_t mono_now_us(void);
+uint64_t mono_now_ms(void);
+double mono_now_s(void);
 
 #endif

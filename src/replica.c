@@ -112,13 +112,6 @@ struct replica {
     struct tally_err fail_err;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void put_be64(uint8_t *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--) {
@@ -1007,11 +1000,11 @@ static void end_step(struct replica *r)
 static void *loop_main(void *arg)
 {
     struct replica *r = arg;
-    uint64_t next_tick = now_ms(), last_event = next_tick;
+    uint64_t next_tick = mono_now_ms(), last_event = next_tick;
     for (;;) {
         pthread_mutex_lock(&r->lock);
         uint64_t t;
-        while (r->q_head == NULL && !r->stopping && (t = now_ms()) < next_tick) {
+        while (r->q_head == NULL && !r->stopping && (t = mono_now_ms()) < next_tick) {
             struct timespec ts = mono_deadline(next_tick - t);
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
         }
@@ -1036,7 +1029,7 @@ static void *loop_main(void *arg)
         }
         pthread_mutex_unlock(&r->lock);
 
-        uint64_t now = now_ms();
+        uint64_t now = mono_now_ms();
         if (batch != NULL)
             last_event = now;
         while (batch != NULL) {

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "crypto/crypto.h"
 #include "ledger/audit.h"
+#include "src/mono.h"
 #include "tools/cmds.h"
 
 static void audit_usage(FILE *out)
@@ -46,17 +47,10 @@ struct progress {
     double last;
 };
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void on_progress(void *ctx, uint64_t height, uint64_t head, uint64_t txs)
 {
     struct progress *p = ctx;
-    double now = mono_now();
+    double now = mono_now_s();
     if (!p->enabled || now - p->last < 1.0)
         return;
     p->last = now;
@@ -202,7 +196,7 @@ int cmd_audit(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
-    struct progress prog = {.enabled = !quiet, .tty = isatty(STDERR_FILENO), .last = mono_now()};
+    struct progress prog = {.enabled = !quiet, .tty = isatty(STDERR_FILENO), .last = mono_now_s()};
     struct ledger_audit_opts aopts = {
         .progress = on_progress, .progress_ctx = &prog, .workers = (unsigned)workers};
     if (cluster != NULL) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "crypto/crypto.h"
+#include "src/mono.h"
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -59,13 +60,6 @@ double bench_ceiling_tx_per_s(unsigned cores, double verify_per_s_per_core, uint
     return (double)cores * verify_per_s_per_core / (double)n;
 }
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 #define BENCH_CRYPTO_MSG_BYTES 200
 #define BENCH_CRYPTO_MSGS 64
 #define BENCH_CRYPTO_STEP 64 /* operations between clock reads */
@@ -84,16 +78,16 @@ int bench_measure_crypto(uint64_t sign_us, uint64_t verify_us, struct bench_cryp
         for (size_t j = 0; j < BENCH_CRYPTO_MSG_BYTES; j++)
             msgs[i][j] = (uint8_t)(i * 31 + j * 7);
 
-    uint64_t t0 = now_us(), t1 = t0;
+    uint64_t t0 = mono_now_us(), t1 = t0;
     while (t1 - t0 < sign_us || out->signs < BENCH_CRYPTO_MSGS) {
         for (size_t k = 0; k < BENCH_CRYPTO_STEP; k++, out->signs++)
             tc_sign(&kp, msgs[out->signs % BENCH_CRYPTO_MSGS], BENCH_CRYPTO_MSG_BYTES,
                     &sigs[out->signs % BENCH_CRYPTO_MSGS]);
-        t1 = now_us();
+        t1 = mono_now_us();
     }
     out->sign_per_s = (double)out->signs * 1e6 / (double)(t1 - t0);
 
-    t0 = now_us();
+    t0 = mono_now_us();
     t1 = t0;
     while (t1 - t0 < verify_us || out->verifies == 0) {
         for (size_t k = 0; k < BENCH_CRYPTO_STEP; k++, out->verifies++) {
@@ -103,7 +97,7 @@ int bench_measure_crypto(uint64_t sign_us, uint64_t verify_us, struct bench_cryp
                 goto out;
             }
         }
-        t1 = now_us();
+        t1 = mono_now_us();
     }
     out->verify_per_s = (double)out->verifies * 1e6 / (double)(t1 - t0);
 out:

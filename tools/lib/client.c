@@ -12,6 +12,7 @@
 #include <nng/protocol/pair1/pair.h>
 
 #include "src/msg.h"
+#include "src/mono.h"
 
 #define CLIENT_BUFFER_MSGS 1024
 #define CLIENT_RECONN_MIN_MS 20
@@ -31,9 +32,7 @@ struct client {
 
 uint64_t client_now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return mono_now_us();
 }
 
 int client_open(const struct tally_config *cfg, struct client **out, struct tally_err *err)
