@@ -304,7 +304,7 @@ void pbft_execute_ready(struct pbft *p)
         struct msg_batch b = {.count = s->count, .tx_bytes = s->txs};
         struct pbft_exec_result res;
         memset(&res, 0, sizeof(res));
-        p->io.execute(p->io.ctx, s->view, s->seq, &b, &res);
+        p->io.execute(p->io.ctx, s->view, s->seq, &b, s->hashes, &res);
         s->executed = true;
         p->last_executed = s->seq;
         p->last_progress_ms = p->now_ms;

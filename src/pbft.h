@@ -123,10 +123,12 @@ struct pbft_io {
     /* Send an encoded, signed message to replica `to` or PBFT_BROADCAST (all
      * others). The bytes are valid during the call only. */
     void (*send)(void *ctx, int to, const uint8_t *bytes, size_t len);
-    /* A committed batch, strictly in sequence order, each seq exactly once.
-     * out gets the block hash and state digest it produced (checkpoints). */
+    /* A committed batch, strictly in sequence order, each seq exactly once,
+     * with the hashes of its batch->count transactions (the core has them;
+     * the shell need not hash again). out gets the block hash and state
+     * digest it produced (checkpoints). */
     void (*execute)(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
-                    struct pbft_exec_result *out);
+                    const tc_hash *tx_hashes, struct pbft_exec_result *out);
     /* State transfer, serving side (added, issue 4): append to out a chunk of
      * the chain that starts at block `from` (the requester's next block) and
      * that the requester can verify on its own: it ends on a checkpoint this

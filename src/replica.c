@@ -518,7 +518,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 }
 
 static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
-                       struct pbft_exec_result *out)
+                       const tc_hash *tx_hashes, struct pbft_exec_result *out)
 {
     struct replica *r = ctx;
     struct tally_err err = {0};
@@ -538,12 +538,9 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         return;
     }
     r->sig_ok_cap = cap;
-    for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
-        tc_hash h;
-        ledger_tx_hash_bytes(tx, &h);
-        r->sig_ok[i] = (uint8_t)verifier_tx_sig_ok(r->verifier, tx, &h);
-    }
+    for (uint32_t i = 0; i < n; i++)
+        r->sig_ok[i] = (uint8_t)verifier_tx_sig_ok(
+            r->verifier, batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES, &tx_hashes[i]);
     struct ledger_block_result res;
     int rc = ledger_apply_block_verified(r->ledger, seq, batch->tx_bytes, n, r->sig_ok, &res, &err);
     if (rc != 0) {

@@ -935,7 +935,7 @@ static void check_no_double_ok(struct sim *s, const struct sim_replica *r, uint6
 }
 
 static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
-                       struct pbft_exec_result *out)
+                       const tc_hash *tx_hashes, struct pbft_exec_result *out)
 {
     struct sim_replica *r = ctx;
     struct sim *s = r->sim;
@@ -977,6 +977,9 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
     for (uint32_t i = 0; i < batch->count; i++) {
         const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
         ledger_tx_hash_bytes(tx, &entries[i].tx_hash);
+        if (memcmp(entries[i].tx_hash.b, tx_hashes[i].b, TC_HASH_BYTES) != 0)
+            violation(s, "replica %u was handed a wrong hash for tx %u of seq %llu", r->id, i,
+                      (unsigned long long)seq);
         entries[i].result = results[i];
         struct ledger_tx dtx;
         owner[i] =

@@ -76,8 +76,13 @@ static void h_send(void *ctx, int to, const uint8_t *bytes, size_t len)
 }
 
 static void h_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
-                      struct pbft_exec_result *out)
+                      const tc_hash *tx_hashes, struct pbft_exec_result *out)
 {
+    for (uint32_t i = 0; i < batch->count; i++) {
+        tc_hash h;
+        ledger_tx_hash_bytes(batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES, &h);
+        assert_memory_equal(h.b, tx_hashes[i].b, TC_HASH_BYTES);
+    }
     memset(out, 0, sizeof(*out));
     struct harness *h = ctx;
     assert_true(view == 0);
