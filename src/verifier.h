@@ -37,7 +37,7 @@
 #include "src/msg.h"
 #include "src/transport.h"
 
-#define VERIFIER_CACHE_SLOTS (1u << 19) /* tx verdicts remembered (8.5 MiB) */
+#define VERIFIER_CACHE_SLOTS (1u << 19) /* tx verdicts remembered, 2 ways per set (9 MiB) */
 
 enum verifier_event_kind {
     VERIFIER_EV_PEER,    /* a verified protocol message from another replica */

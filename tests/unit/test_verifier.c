@@ -82,6 +82,35 @@ static void test_verdicts_are_remembered(void **state)
     assert_int_equal(st.tx_bad_signature, (NTX + 3) / 7);
 }
 
+/* Transactions whose keys share a cache set (the caller's hash picks the
+ * set, bytes 8..15): the second does not push the first out, so the
+ * PRE-PREPARE's and the execution's lookups of a tx still find its verdict
+ * when another tx landed in its set meanwhile. A third evicts the older. */
+static void test_colliding_verdicts_are_kept(void **state)
+{
+    struct fixture *f = *state;
+    tc_hash h[3];
+    for (int i = 0; i < 3; i++) {
+        memset(h[i].b, 0x5a, sizeof(h[i].b));
+        h[i].b[0] = (uint8_t)i; /* same set, different keys */
+    }
+    struct verifier_stats st;
+    assert_int_equal(verifier_tx_sig_ok(f->v, f->txs[0], &h[0]), 1);
+    assert_int_equal(verifier_tx_sig_ok(f->v, f->txs[1], &h[1]), 1);
+    assert_int_equal(verifier_tx_sig_ok(f->v, f->txs[0], &h[0]), 1);
+    verifier_get_stats(f->v, &st);
+    assert_int_equal(st.tx_verified, 2);
+    assert_int_equal(st.tx_cache_hits, 1);
+    assert_int_equal(verifier_tx_sig_ok(f->v, f->txs[2], &h[2]), 1); /* evicts h[0] */
+    assert_int_equal(verifier_tx_sig_ok(f->v, f->txs[1], &h[1]), 1);
+    verifier_get_stats(f->v, &st);
+    assert_int_equal(st.tx_verified, 3);
+    assert_int_equal(st.tx_cache_hits, 2);
+    assert_int_equal(verifier_tx_sig_ok(f->v, f->txs[0], &h[0]), 1);
+    verifier_get_stats(f->v, &st);
+    assert_int_equal(st.tx_verified, 4);
+}
+
 struct worker {
     struct fixture *f;
     int wrong;
@@ -125,6 +154,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_verdicts_are_remembered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_threads_share_the_work, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_colliding_verdicts_are_kept, setup, teardown),
     };
     return cmocka_run_group_tests_name("verifier", tests, NULL, NULL);
 }
