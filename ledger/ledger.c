@@ -891,7 +891,7 @@ static int prefetch_block(struct ledger *l, const uint8_t *tx_bytes, uint32_t co
         l->mg_lens[k] = sizeof(l->mg_key[k]);
     }
     /* ro_block ignores range deletions. They are written only by
-     * ledger_delete_meta_range, inside the meta key space, so none covers an
+     * ledger_[stage_]delete_meta_range, inside the meta key space, so none covers an
      * account or tx-index key; and while the memtable holds one, RocksDB
      * 7.8's MemTable::MultiGet skips its bloom filter and searches the skip
      * list for every key, including each tx-index key that is not there

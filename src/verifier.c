@@ -14,7 +14,7 @@
 #include "src/mono.h"
 #include "src/statexfer.h"
 
-/* Direct-mapped verdict cache slot, keyed by the first 16 bytes of the tx
+/* Verdict cache slot (two per set), keyed by the first 16 bytes of the tx
  * hash (a forged 128-bit collision is out of reach). */
 #define VERIFIER_KEY_BYTES 16
 enum verifier_slot_state {
