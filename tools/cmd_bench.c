@@ -76,7 +76,9 @@ static void bench_usage(FILE *out)
             "latency p50/p90/p99/p99.9/max, counts, the machine and the cluster's n\n"
             "and f, and the throughput as a fraction of the crypto ceiling (measured\n"
             "first, ~0.5 s): cores x Ed25519 verifies/s per core / n, as every replica\n"
-            "verifies every client signature once.\n"
+            "verifies every client signature once. The ceiling is measured again after\n"
+            "the run; a warning says when the two differ by more than 10 %% (other load\n"
+            "on the host), as the fraction is then not to be trusted.\n"
             "\n"
             "  --config CLUSTER    cluster.json (default ./testnet/cluster.json)\n"
             "  --accounts-dir DIR  the account key files (default: accounts/ next to\n"
@@ -329,8 +331,19 @@ struct bench_machine {
     char cpu[128];
     struct bench_crypto crypto;
     double ceiling; /* tx/s for the cluster's n */
+    /* The same, measured again after the run (0 when that failed): a host
+     * that slowed down or sped up meanwhile makes the fraction unreliable. */
+    struct bench_crypto crypto_after;
+    double ceiling_after;
     uint32_t n, f;
 };
+
+#define BENCH_CEILING_DRIFT_WARN 0.10
+
+static double ceiling_drift(const struct bench_machine *m)
+{
+    return bench_ceiling_drift(m->ceiling, m->ceiling_after);
+}
 
 static void print_ceiling_formula(FILE *out, const struct bench_machine *m, const char *indent)
 {
@@ -792,6 +805,11 @@ static void report_text(const struct bench_opts *o, const struct bench_machine *
            "cores\n",
            a, m->ceiling > 0 ? 100.0 * r->tx_per_s / m->ceiling : 0.0, b, m->n, m->cores);
     print_ceiling_formula(stdout, m, "             ");
+    if (m->ceiling_after > 0) {
+        bench_fmt_int(m->ceiling_after, b, sizeof(b));
+        printf("             measured again after the run: %s tx/s (%+.0f %%), %.0f %% of it\n", b,
+               100.0 * ceiling_drift(m), 100.0 * r->tx_per_s / m->ceiling_after);
+    }
 }
 
 static void report_json(const struct bench_opts *o, const struct bench_machine *m,
@@ -817,6 +835,11 @@ static void report_json(const struct bench_opts *o, const struct bench_machine *
         (json_int_t)r->window_receipts, "ran_out", r->ran_out, "ceiling", ceiling_json(m));
     if (j == NULL)
         return;
+    if (m->ceiling_after > 0) {
+        json_object_set_new(j, "ceiling_after_tx_per_s", json_real(m->ceiling_after));
+        json_object_set_new(j, "ceiling_fraction_after", json_real(r->tx_per_s / m->ceiling_after));
+        json_object_set_new(j, "ceiling_drift", json_real(ceiling_drift(m)));
+    }
     if (o->rate > 0) {
         json_object_set_new(j, "rate", json_real(o->rate));
         json_object_set_new(j, "max_outstanding", json_integer((json_int_t)o->cap));
@@ -1439,10 +1462,21 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "tally bench: %s\n", tally_err_text(&err));
         goto out;
     }
+    /* The ceiling again, now that the load is off: on a shared host it moves. */
+    if (bench_measure_crypto(BENCH_QUICK_SIGN_US, BENCH_QUICK_VERIFY_US, &m.crypto_after, &err) ==
+        0)
+        m.ceiling_after = bench_ceiling_tx_per_s(m.cores, m.crypto_after.verify_per_s, m.n);
     if (o.json)
         report_json(&o, &m, &res);
     else
         report_text(&o, &m, &res);
+    double drift = ceiling_drift(&m);
+    if (drift > BENCH_CEILING_DRIFT_WARN || drift < -BENCH_CEILING_DRIFT_WARN)
+        fprintf(stderr,
+                "tally bench: warning: the crypto ceiling moved by %+.0f %% between before and "
+                "after the run (other load on this host?): the fraction of the ceiling is not "
+                "reliable; run again\n",
+                100.0 * drift);
     if (res.rejected > 0)
         fprintf(stderr,
                 "tally bench: warning: %llu transactions rejected (another client using these "

@@ -53,6 +53,13 @@ void bench_latency_summary(uint64_t *v, size_t n, struct bench_latency *out)
     out->mean = sum / (double)n;
 }
 
+double bench_ceiling_drift(double before, double after)
+{
+    if (before <= 0 || after <= 0)
+        return 0;
+    return (after - before) / before;
+}
+
 double bench_ceiling_tx_per_s(unsigned cores, double verify_per_s_per_core, uint32_t n)
 {
     if (n == 0 || cores == 0 || verify_per_s_per_core <= 0)

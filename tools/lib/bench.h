@@ -31,6 +31,9 @@ void bench_latency_summary(uint64_t *v, size_t n, struct bench_latency *out);
  * `cores` cores can order at most cores * verify_per_s_per_core / n
  * transactions per second. 0 when n or cores is 0. */
 double bench_ceiling_tx_per_s(unsigned cores, double verify_per_s_per_core, uint32_t n);
+/* How far the ceiling moved between two measurements: (after - before) /
+ * before, 0 when either is not positive. */
+double bench_ceiling_drift(double before, double after);
 
 struct bench_crypto {
     double sign_per_s, verify_per_s; /* one core */
