@@ -40,6 +40,7 @@ struct verifier_slot {
  * that replicas verified 1-2.5 % of the transactions twice at full load; a
  * second way makes that need two colliding newcomers within a tx's life. */
 #define VERIFIER_WAYS 2
+_Static_assert(VERIFIER_WAYS == 2, "set_victim chooses between exactly two ways");
 /* How long a thread that needs a verdict waits for another thread's before
  * verifying the tx itself (a verify takes ~40 us). */
 #define VERIFIER_PENDING_WAIT_MS 2

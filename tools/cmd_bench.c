@@ -24,6 +24,7 @@
 #include "ledger/ledger.h"
 #include "ledger/ledger_internal.h" /* the RocksDB handle: wait for compactions */
 #include "ledger/tx.h"
+#include "src/mono.h"
 #include "tools/cmds.h"
 #include "tools/lib/bench.h"
 #include "tools/lib/client.h"
@@ -518,7 +519,7 @@ static void sign_all(const struct bench_accounts *a, struct ledger_tx *txs, uint
     unsigned nt = cores < BENCH_MAX_SIGNERS ? cores : BENCH_MAX_SIGNERS;
     if (n < 4096)
         nt = 1;
-    uint64_t t0 = client_now_us();
+    uint64_t t0 = mono_now_us();
     for (unsigned t = 0; t < nt; t++) {
         sg[t] = (struct signer){.a = a,
                                 .sink = &sink,
@@ -552,7 +553,7 @@ static void sign_all(const struct bench_accounts *a, struct ledger_tx *txs, uint
     }
     if (!quiet) {
         char all[32], rate[32];
-        double secs = (double)(client_now_us() - t0) / 1e6;
+        double secs = (double)(mono_now_us() - t0) / 1e6;
         bench_fmt_int((double)n, all, sizeof(all));
         bench_fmt_int(secs > 0 ? (double)n / secs : 0, rate, sizeof(rate));
         fprintf(stderr, "bench: signed %s transactions in %.2f s (%s/s on %u threads)\n", all, secs,
@@ -597,7 +598,7 @@ static int run_load(const struct bench_opts *o, struct client_stream *st,
     size_t *done_idx = malloc(cap * sizeof(*done_idx));
     if (done_idx == NULL)
         return tally_errf(err, TALLY_ENOMEM, "out of memory");
-    uint64_t t0 = client_now_us();
+    uint64_t t0 = mono_now_us();
     uint64_t warm_end = t0 + o->warmup_ms * 1000u;
     uint64_t end = warm_end + o->duration_ms * 1000u; /* duration mode */
     uint64_t measured_from = UINT64_MAX, stop_us = 0, receipted = 0, measured_done = 0;
@@ -606,7 +607,7 @@ static int run_load(const struct bench_opts *o, struct client_stream *st,
     bool stopping = false;
     memset(res, 0, sizeof(*res));
     for (;;) {
-        uint64_t now = client_now_us();
+        uint64_t now = mono_now_us();
         uint64_t sent = client_stream_sent(st);
         if (!stopping) {
             bool count_done =
@@ -666,7 +667,7 @@ static int run_load(const struct bench_opts *o, struct client_stream *st,
         uint64_t wait = BENCH_POLL_US;
         if (!stopping && o->rate > 0 && client_stream_outstanding(st) < cap) {
             uint64_t due = bench_due_us(t0, o->rate, client_stream_sent(st));
-            now = client_now_us();
+            now = mono_now_us();
             wait = due > now ? due - now : 0;
             if (wait > BENCH_POLL_US)
                 wait = BENCH_POLL_US;
@@ -685,7 +686,7 @@ static int run_load(const struct bench_opts *o, struct client_stream *st,
                 (!stopping || i < res->measured_to))
                 measured_done++;
         }
-        now = client_now_us();
+        now = mono_now_us();
         if (now >= next_progress) {
             if (!o->quiet) {
                 const char *phase = stopping ? "draining" : now < warm_end ? "warm-up" : "measure";
@@ -995,7 +996,7 @@ static void lb_note(const struct lb_opts *o, uint64_t t0, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "bench: %6.1f s  ", (client_now_us() - t0) / 1e6);
+    fprintf(stderr, "bench: %6.1f s  ", (mono_now_us() - t0) / 1e6);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -1021,11 +1022,11 @@ static int lb_timed(struct ledger *l, const uint8_t *tx_bytes, uint64_t blocks, 
         struct ledger_block_result res;
         const uint8_t *p = tx_bytes + b * bt * LEDGER_TX_BYTES;
         uint64_t c0 = lb_thread_cpu_us();
-        uint64_t t0 = client_now_us();
+        uint64_t t0 = mono_now_us();
         int rc =
             verify ? ledger_apply_block(l, ledger_height(l) + 1, p, bt, &res, err)
                    : ledger_apply_block_verified(l, ledger_height(l) + 1, p, bt, sig_ok, &res, err);
-        uint64_t dt = client_now_us() - t0;
+        uint64_t dt = mono_now_us() - t0;
         cpu_us[b] = lb_thread_cpu_us() - c0;
         if (rc != 0)
             return rc;
@@ -1049,17 +1050,17 @@ static int lb_timed(struct ledger *l, const uint8_t *tx_bytes, uint64_t blocks, 
 static double lb_quiesce(struct ledger *l, double max_s)
 {
     rocksdb_t *db = ledger_rocksdb(l);
-    uint64_t t0 = client_now_us();
+    uint64_t t0 = mono_now_us();
     for (;;) {
         uint64_t pending = 0, running = 0;
         if (rocksdb_property_int(db, "rocksdb.compaction-pending", &pending) != 0 ||
             rocksdb_property_int(db, "rocksdb.num-running-compactions", &running) != 0)
             break;
-        if ((pending == 0 && running == 0) || client_now_us() - t0 > max_s * 1e6)
+        if ((pending == 0 && running == 0) || mono_now_us() - t0 > max_s * 1e6)
             break;
         usleep(100000);
     }
-    return (client_now_us() - t0) / 1e6;
+    return (mono_now_us() - t0) / 1e6;
 }
 
 static void lb_print_run(const char *what, const struct lb_run *r)
@@ -1098,7 +1099,7 @@ static int run_ledger(const struct lb_opts *o)
     uint8_t *enc = NULL, *sig_ok = NULL;
     char tmp[4096] = "", dir[4096 + 16];
     unsigned cores = bench_cores();
-    uint64_t t0 = client_now_us();
+    uint64_t t0 = mono_now_us();
     uint32_t bt = (uint32_t)o->block_txs;
     struct bench_ledger_plan plan;
     bench_ledger_plan(o->accounts, LEDGER_BLOCK_MAX_TXS, &plan);
@@ -1392,7 +1393,7 @@ int cmd_bench(int argc, char **argv)
         goto out;
     }
     /* The accounts' nonces, all at once (also: is the cluster there?). */
-    uint64_t t = client_now_us();
+    uint64_t t = mono_now_us();
     ca = calloc(acc.n, sizeof(*ca));
     if (ca == NULL) {
         fprintf(stderr, "tally bench: out of memory\n");
@@ -1416,7 +1417,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (!o.quiet)
         fprintf(stderr, "bench: %zu accounts, nonces from f+1 replicas in %.0f ms\n", acc.n,
-                (client_now_us() - t) / 1000.0);
+                (mono_now_us() - t) / 1000.0);
 
     /* This machine's crypto ceiling, before any load. */
     bench_cpu_model(m.cpu, sizeof(m.cpu));

@@ -8,6 +8,7 @@
 
 #include "config/config.h"
 #include "ledger/tx.h"
+#include "src/mono.h"
 #include "tools/cmds.h"
 #include "tools/lib/client.h"
 
@@ -262,9 +263,9 @@ int cmd_submit(int argc, char **argv)
             tx->sig.b[0] ^= 0x01;
     }
     struct client_submit_opts so = {.timeout_ms = timeout_ms};
-    uint64_t start = client_now_us();
+    uint64_t start = mono_now_us();
     int rc = client_submit(cl, txs, count, &so, rec, &err);
-    uint64_t elapsed = client_now_us() - start;
+    uint64_t elapsed = mono_now_us() - start;
     if (count > 1) {
         status = print_summary(rec, count, elapsed, json);
         if (rc != 0)

@@ -30,11 +30,6 @@ struct client {
     struct msg_buf buf;
 };
 
-uint64_t client_now_us(void)
-{
-    return mono_now_us();
-}
-
 int client_open(const struct tally_config *cfg, struct client **out, struct tally_err *err)
 {
     int rc = 0, rv;
@@ -44,7 +39,7 @@ int client_open(const struct tally_config *cfg, struct client **out, struct tall
     c->cfg = cfg;
     c->n = cfg->n;
     c->max_body = cfg->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
-    c->next_request_id = client_now_us() ^ ((uint64_t)getpid() << 40);
+    c->next_request_id = mono_now_us() ^ ((uint64_t)getpid() << 40);
     msg_buf_init(&c->buf);
     for (uint32_t i = 0; i < c->n; i++) {
         const char *addr = cfg->replicas[i].client_address;
@@ -317,13 +312,13 @@ int client_submit(struct client *c, const struct ledger_tx *txs, size_t n,
         s.table[j] = i + 1;
     }
 
-    uint64_t start = client_now_us();
+    uint64_t start = mono_now_us();
     uint64_t deadline = start + o.timeout_ms * 1000u;
     size_t done = 0, next_new = 0, outstanding = 0, retry_scan = 0;
     uint64_t ewma_us = 0; /* smoothed receipt latency */
     bool heard = false;
     while (done < n) {
-        uint64_t now = client_now_us();
+        uint64_t now = mono_now_us();
         if (now >= deadline)
             break;
         /* New txs, up to the window, in REQUEST-sized groups. */
@@ -363,7 +358,7 @@ int client_submit(struct client *c, const struct ledger_tx *txs, size_t n,
         if (wait > 50000)
             wait = 50000;
         wait_readable(c, wait);
-        now = client_now_us();
+        now = mono_now_us();
         for (uint32_t r = 0; r < c->n; r++) {
             bool more = true;
             while (more) {
@@ -413,10 +408,10 @@ static int query(struct client *c, uint8_t kind, const uint8_t key[32], uint64_t
     struct qvote votes[CONFIG_MAX_REPLICAS] = {0};
     uint64_t id = c->next_request_id++;
     uint32_t q = config_reply_quorum(c->cfg);
-    uint64_t start = client_now_us(), deadline = start + timeout_ms * 1000u, last_send = 0;
+    uint64_t start = mono_now_us(), deadline = start + timeout_ms * 1000u, last_send = 0;
     bool heard = false;
     for (;;) {
-        uint64_t now = client_now_us();
+        uint64_t now = mono_now_us();
         if (now >= deadline)
             break;
         if (last_send == 0 || now - last_send >= CLIENT_QUERY_RETRY_MS * 1000u) {
@@ -513,9 +508,9 @@ uint32_t client_status_all(struct client *c, uint64_t timeout_ms, char **json)
     msg_buf_reset(&c->buf);
     if (msg_encode_status_req(&c->buf) != 0)
         return 0;
-    uint64_t start = client_now_us(), deadline = start + timeout_ms * 1000u, last_send = 0;
+    uint64_t start = mono_now_us(), deadline = start + timeout_ms * 1000u, last_send = 0;
     while (answered < c->n) {
-        uint64_t now = client_now_us();
+        uint64_t now = mono_now_us();
         if (now >= deadline)
             break;
         if (last_send == 0 || now - last_send >= 200000u) {
@@ -698,7 +693,7 @@ void client_stream_close(struct client_stream *s)
 size_t client_stream_send(struct client_stream *s, size_t want)
 {
     size_t sent = 0;
-    uint64_t now = client_now_us();
+    uint64_t now = mono_now_us();
     while (sent < want && s->next < s->n && s->nfree > 0) {
         size_t cnt = 0;
         while (cnt < s->o.request_txs && sent < want && s->next < s->n && s->nfree > 0) {
@@ -764,7 +759,7 @@ static size_t stream_on_reply(struct client_stream *s, const struct msg *m, uint
 
 size_t client_stream_poll(struct client_stream *s, uint64_t timeout_us, size_t *done_idx)
 {
-    uint64_t now = client_now_us();
+    uint64_t now = mono_now_us();
     /* Re-send the overdue ones (the FIFO's head is the oldest send). Under
      * load receipts take longer than the retry interval: wait for a few
      * typical latencies. */
@@ -788,7 +783,7 @@ size_t client_stream_poll(struct client_stream *s, uint64_t timeout_us, size_t *
 
     if (timeout_us > 0)
         wait_readable(s->c, timeout_us);
-    now = client_now_us();
+    now = mono_now_us();
     size_t ndone = 0;
     for (uint32_t r = 0; r < s->c->n; r++) {
         bool more = true;
@@ -846,11 +841,11 @@ int client_get_accounts(struct client *c, const tc_pubkey *pks, size_t n, uint64
     uint64_t base = c->next_request_id;
     c->next_request_id += n;
     uint32_t q = config_reply_quorum(c->cfg);
-    uint64_t deadline = client_now_us() + timeout_ms * 1000u;
+    uint64_t deadline = mono_now_us() + timeout_ms * 1000u;
     size_t ndone = 0, first = 0; /* first: no account before it is still open */
     bool heard = false;
     while (ndone < n) {
-        uint64_t now = client_now_us();
+        uint64_t now = mono_now_us();
         if (now >= deadline)
             break;
         /* Ask (again) for the open ones in the window [first, first+W). */

@@ -118,9 +118,6 @@ bool client_stream_heard(const struct client_stream *s);         /* some replica
 int client_get_accounts(struct client *c, const tc_pubkey *pks, size_t n, uint64_t timeout_ms,
                         struct client_account *out, struct tally_err *err);
 
-/* Monotonic clock, microseconds. */
-uint64_t client_now_us(void);
-
 #endif
 
 /* ---- command-line helpers shared by the client subcommands -------------- */

@@ -15,12 +15,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/mono.h"
 #include "tools/cmds.h"
 #include "tools/lib/client.h"
 
 static uint64_t mono_ms(void)
 {
-    return client_now_us() / 1000u;
+    return mono_now_us() / 1000u;
 }
 
 static void sleep_ms(unsigned ms)
