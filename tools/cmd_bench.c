@@ -573,6 +573,8 @@ struct bench_result {
     uint64_t behind_max_us, behind_end_us; /* open loop: sends this late */
     uint64_t unsent;                       /* open loop: due in the window, never sent */
     bool ran_out;                          /* the pre-signed transactions ran out */
+    uint64_t *per_second; /* duration mode: receipts in each whole second of the window */
+    size_t nseconds;
 };
 
 static void progress_line(const struct bench_opts *o, uint64_t t_us, const char *phase,
@@ -740,11 +742,25 @@ static int run_load(const struct bench_opts *o, struct client_stream *st,
     /* Duration mode: receipts that arrived in the window (whenever sent);
      * count mode: the measured transactions over first send to last receipt. */
     uint64_t window_receipts = 0;
+    uint64_t *at = o->count == 0 ? calloc(res->sent > 0 ? res->sent : 1, sizeof(*at)) : NULL;
+    if (o->count == 0 && at == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory");
     for (uint64_t i = 0; i < res->sent && o->count == 0; i++) {
-        uint64_t at = send_us[i] + rec[i].latency_us;
-        if (rec[i].done && at >= res->window_start_us && at < res->window_end_us)
-            window_receipts++;
+        uint64_t t = send_us[i] + rec[i].latency_us;
+        if (rec[i].done && t >= res->window_start_us && t < res->window_end_us)
+            at[window_receipts++] = t;
     }
+    /* Whole seconds only: a partial last second would read as a dip. */
+    res->nseconds = o->count == 0 ? (size_t)res->seconds : 0;
+    if (res->nseconds > 0) {
+        res->per_second = calloc(res->nseconds, sizeof(*res->per_second));
+        if (res->per_second == NULL) {
+            free(at);
+            return tally_errf(err, TALLY_ENOMEM, "out of memory");
+        }
+        bench_per_second(at, window_receipts, res->window_start_us, res->per_second, res->nseconds);
+    }
+    free(at);
     res->window_receipts = o->count > 0 ? measured_receipts : window_receipts;
     res->tx_per_s = res->seconds > 0 ? (double)res->window_receipts / res->seconds : 0;
     return 0;
@@ -779,6 +795,17 @@ static void report_text(const struct bench_opts *o, const struct bench_machine *
     bench_fmt_int(r->tx_per_s, a, sizeof(a));
     bench_fmt_int((double)r->window_receipts, b, sizeof(b));
     printf("throughput   %s tx/s (%s receipts in %.2f s)\n", a, b, r->seconds);
+    if (r->nseconds >= 2) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (size_t k = 0; k < r->nseconds; k++) {
+            lo = r->per_second[k] < lo ? r->per_second[k] : lo;
+            hi = r->per_second[k] > hi ? r->per_second[k] : hi;
+        }
+        bench_fmt_int((double)lo, a, sizeof(a));
+        bench_fmt_int((double)hi, b, sizeof(b));
+        printf("per second   slowest %s, fastest %s tx/s over %zu whole seconds\n", a, b,
+               r->nseconds);
+    }
     bench_fmt_int((double)r->lat.n, a, sizeof(a));
     printf("latency      p50 %.1f ms  p90 %.1f ms  p99 %.1f ms  p99.9 %.1f ms  max %.1f ms  "
            "(%s receipts)\n",
@@ -849,6 +876,12 @@ static void report_json(const struct bench_opts *o, const struct bench_machine *
         json_object_set_new(j, "unsent_at_end", json_integer((json_int_t)r->unsent));
     } else {
         json_object_set_new(j, "outstanding", json_integer((json_int_t)o->outstanding));
+    }
+    if (r->nseconds > 0) {
+        json_t *ps = json_array();
+        for (size_t k = 0; k < r->nseconds; k++)
+            json_array_append_new(ps, json_integer((json_int_t)r->per_second[k]));
+        json_object_set_new(j, "per_second", ps);
     }
     if (o->count > 0)
         json_object_set_new(j, "count", json_integer((json_int_t)o->count));
@@ -1368,6 +1401,7 @@ int cmd_bench(int argc, char **argv)
     struct bench_machine m = {.cores = bench_cores()};
     struct client *cl = NULL;
     struct client_stream *st = NULL;
+    struct bench_result res = {0};
     struct client_account *ca = NULL;
     struct ledger_tx *txs = NULL;
     struct client_receipt *rec = NULL;
@@ -1458,7 +1492,6 @@ int cmd_bench(int argc, char **argv)
         goto out;
     }
 
-    struct bench_result res;
     if (run_load(&o, st, rec, n, send_us, &res, &err) != 0) {
         fprintf(stderr, "tally bench: %s\n", tally_err_text(&err));
         goto out;
@@ -1494,6 +1527,7 @@ int cmd_bench(int argc, char **argv)
     }
     status = 0;
 out:
+    free(res.per_second);
     client_stream_close(st);
     client_close(cl);
     free(txs);

@@ -73,6 +73,25 @@ wait $p2 || fail "replayed nonce"
 wait $p3 || fail "overdraft"
 ok "invalid transactions rejected (bad signature, replayed nonce, overdraft)"
 
+# --- tally bench against the running cluster: closed, then open loop -------
+b=$(timeout 60 "$TALLY" bench --config "$D/cluster.json" --accounts-dir "$D/accounts" \
+    --outstanding 64 --duration 2 --warmup 0.5 --json --quiet) || fail "bench, closed loop: $b"
+expect_eq "bench rejected" "$(jq -r .rejected <<<"$b")" 0
+expect_eq "bench without a receipt" "$(jq -r .no_receipt <<<"$b")" 0
+expect_eq "bench whole seconds" "$(jq -r '.per_second | length' <<<"$b")" 2
+expect_eq "bench receipts per second add up" "$(jq -r '.per_second | add' <<<"$b")" \
+    "$(jq -r .window_receipts <<<"$b")"
+jq -e '.ok > 0 and .tx_per_s > 0 and .latency.p50_ms > 0 and .ceiling.ceiling_tx_per_s > 0 and
+    .ceiling_fraction > 0' <<<"$b" >/dev/null || fail "bench figures: $b"
+ok "bench, closed loop: $(jq -r '.tx_per_s | floor' <<<"$b") tx/s, per second $(jq -c .per_second <<<"$b")"
+b=$(timeout 60 "$TALLY" bench --config "$D/cluster.json" --accounts-dir "$D/accounts" \
+    --rate 200 --duration 1 --warmup 0.2 --json --quiet) || fail "bench, open loop: $b"
+expect_eq "open-loop rejected" "$(jq -r .rejected <<<"$b")" 0
+expect_eq "open-loop without a receipt" "$(jq -r .no_receipt <<<"$b")" 0
+jq -e '.mode == "open" and .ok > 100 and .latency.p99_ms > 0' <<<"$b" >/dev/null ||
+    fail "open-loop figures: $b"
+ok "bench, open loop at 200 tx/s: p50 $(jq -r .latency.p50_ms <<<"$b") ms"
+
 st=$("$TALLY" status --config "$D/cluster.json" --json)
 for i in 0 1 2 3; do
     expect_eq "replica $i bad envelope signatures" \

@@ -74,6 +74,20 @@ static void test_latency_summary_sorts(void **state)
     assert_int_equal(l.max, 0);
 }
 
+static void test_per_second_buckets(void **state)
+{
+    (void)state;
+    /* start 10 s: 9.999999 s is before the window, 13.0 s past its 3 buckets. */
+    uint64_t at[] = {9999999, 10000000, 10999999, 11000000, 12500000, 12999999, 13000000, 10500000};
+    uint64_t c[3] = {7, 7, 7};
+    bench_per_second(at, sizeof(at) / sizeof(at[0]), 10000000, c, 3);
+    assert_int_equal(c[0], 3);
+    assert_int_equal(c[1], 1);
+    assert_int_equal(c[2], 2);
+    bench_per_second(NULL, 0, 0, c, 3);
+    assert_int_equal(c[0] + c[1] + c[2], 0);
+}
+
 static void test_ceiling_arithmetic(void **state)
 {
     (void)state;
@@ -256,6 +270,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_percentile_nearest_rank),
         cmocka_unit_test(test_latency_summary_sorts),
+        cmocka_unit_test(test_per_second_buckets),
         cmocka_unit_test(test_ceiling_arithmetic),
         cmocka_unit_test(test_measure_crypto),
         cmocka_unit_test(test_schedule),

@@ -60,6 +60,19 @@ double bench_ceiling_drift(double before, double after)
     return (after - before) / before;
 }
 
+void bench_per_second(const uint64_t *at_us, size_t n, uint64_t start_us, uint64_t *counts,
+                      size_t nbuckets)
+{
+    memset(counts, 0, nbuckets * sizeof(*counts));
+    for (size_t i = 0; i < n; i++) {
+        if (at_us[i] < start_us)
+            continue;
+        uint64_t k = (at_us[i] - start_us) / 1000000u;
+        if (k < nbuckets)
+            counts[k]++;
+    }
+}
+
 double bench_ceiling_tx_per_s(unsigned cores, double verify_per_s_per_core, uint32_t n)
 {
     if (n == 0 || cores == 0 || verify_per_s_per_core <= 0)

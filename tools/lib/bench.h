@@ -25,6 +25,12 @@ struct bench_latency {
 /* Sort v[0..n) in place and summarise it. */
 void bench_latency_summary(uint64_t *v, size_t n, struct bench_latency *out);
 
+/* Receipts per second of a window: counts[k] gets how many of at[0..n) fall
+ * in [start + k s, start + (k+1) s), for k < nbuckets; times outside
+ * [start, start + nbuckets s) are not counted. counts is zeroed first. */
+void bench_per_second(const uint64_t *at_us, size_t n, uint64_t start_us, uint64_t *counts,
+                      size_t nbuckets);
+
 /* ---- the crypto ceiling ---------------------------------------------------- */
 
 /* Every replica verifies every client signature once, so n replicas sharing

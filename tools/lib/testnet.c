@@ -19,11 +19,6 @@
 #include "tools/cmds.h"
 #include "tools/lib/client.h"
 
-static uint64_t mono_ms(void)
-{
-    return mono_now_us() / 1000u;
-}
-
 static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -237,9 +232,9 @@ static void stop_started(const char *dir, const long *pids, uint32_t n)
     for (uint32_t i = 0; i < n; i++)
         if (pids[i] > 0 && pid_is_tallyd(pids[i]))
             kill((pid_t)pids[i], SIGTERM);
-    uint64_t deadline = mono_ms() + 5000;
+    uint64_t deadline = mono_now_ms() + 5000;
     for (uint32_t i = 0; i < n; i++) {
-        while (pids[i] > 0 && pid_is_tallyd(pids[i]) && mono_ms() < deadline) {
+        while (pids[i] > 0 && pid_is_tallyd(pids[i]) && mono_now_ms() < deadline) {
             while (waitpid(-1, NULL, WNOHANG) > 0)
                 ;
             sleep_ms(20);
@@ -337,7 +332,7 @@ int testnet_start(const struct testnet_start_opts *o)
         }
     }
     /* Wait until every replica answers STATUS, or one of them died. */
-    uint64_t deadline = mono_ms() + o->wait_ms;
+    uint64_t deadline = mono_now_ms() + o->wait_ms;
     struct client *cl = NULL;
     if (client_open(&cfg, &cl, &err) != 0) {
         fprintf(stderr, "tally testnet: %s\n", tally_err_text(&err));
@@ -365,7 +360,7 @@ int testnet_start(const struct testnet_start_opts *o)
                 goto out;
             }
         }
-        if (mono_ms() >= deadline) {
+        if (mono_now_ms() >= deadline) {
             fprintf(stderr, "tally testnet: only %u of %u replicas answered within %llu ms\n", up,
                     cfg.n, (unsigned long long)o->wait_ms);
             client_close(cl);
@@ -427,13 +422,13 @@ int testnet_stop(const char *dir, uint64_t wait_ms, bool json)
             found++;
         }
     }
-    uint64_t deadline = mono_ms() + wait_ms;
+    uint64_t deadline = mono_now_ms() + wait_ms;
     for (;;) {
         uint32_t alive = 0;
         for (uint32_t i = 0; i < CONFIG_MAX_REPLICAS; i++)
             if (pids[i] > 0 && pid_is_tallyd(pids[i]))
                 alive++;
-        if (alive == 0 || mono_ms() >= deadline)
+        if (alive == 0 || mono_now_ms() >= deadline)
             break;
         sleep_ms(20);
     }
