@@ -270,12 +270,13 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
         uint64_t oldest = p->queue[p->qhead & (p->qcap - 1)].arrived_ms;
         bool full = p->qlive >= p->cfg.batch_max_txs;
         bool waited = now_ms >= oldest && now_ms - oldest >= p->cfg.batch_timeout_ms;
-        /* Nothing in flight and no proposal for two batch timeouts: the load
-         * is light enough (under ~1 request per 2T) that waiting would only
-         * add latency, not fill a batch. At higher rates the timeout above
-         * cuts first, so the block rate is never higher than without this. */
+        /* Nothing in flight and no proposal for a batch timeout: the load
+         * is light enough that waiting would only add latency, not fill a
+         * batch. Quiet cuts are at least T apart, like timed ones (a timed
+         * cut takes every queued request, so the next one arrived after it),
+         * so the block rate never exceeds 1/T without full batches. */
         bool quiet = p->next_seq == p->last_executed && now_ms >= p->last_propose_ms &&
-                     now_ms - p->last_propose_ms >= 2 * p->cfg.batch_timeout_ms;
+                     now_ms - p->last_propose_ms >= p->cfg.batch_timeout_ms;
         if (!full && !waited && !quiet)
             return;
         if (!propose_one(p))

@@ -325,6 +325,43 @@ static void test_drops_are_counted(void **state)
     h_stop(&h);
 }
 
+/* The quiet cut: with nothing in flight, a request goes out once no batch
+ * was cut for one batch timeout (T = 10 ms here), sooner than its own
+ * timeout would send it; not before. */
+static void test_quiet_cut_after_one_timeout(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 0, 0);
+    h_request(&h, 0, 100); /* the first cut: at once */
+    assert_int_equal(h.nsent, 1);
+    assert_int_equal(h.sent[0].m.type, MSG_PRE_PREPARE);
+    tc_hash d;
+    msg_batch_digest(&h.sent[0].m.u.pre_prepare.batch, &d);
+    h_phase(&h, MSG_PREPARE, 1, 0, 1, &d);
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 1, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &d);
+    assert_int_equal(h.nexecuted, 1); /* nothing in flight from here */
+
+    size_t before = h.nsent;
+    h_request(&h, 1, 105); /* 5 ms after the last cut: waits */
+    pbft_on_tick(h.core, 109);
+    for (size_t i = before; i < h.nsent; i++)
+        assert_int_not_equal(h.sent[i].m.type, MSG_PRE_PREPARE);
+    before = h.nsent;
+    pbft_on_tick(h.core, 110); /* T after the last cut, 5 ms after the request */
+    assert_true(h.nsent > before);
+    size_t pp = h.nsent;
+    for (size_t i = before; i < h.nsent; i++)
+        if (h.sent[i].m.type == MSG_PRE_PREPARE)
+            pp = i;
+    assert_true(pp < h.nsent);
+    assert_int_equal(h.sent[pp].m.u.pre_prepare.seq, 2);
+    assert_int_equal(h.sent[pp].m.u.pre_prepare.batch.count, 1);
+    h_stop(&h);
+}
+
 /* §4.3: execution strictly in sequence order. */
 static void test_in_order_execution(void **state)
 {
@@ -353,7 +390,7 @@ static void test_dedupe_and_batch_timeout(void **state)
     struct harness h;
     h_start(&h, 0, 0);
     struct pbft_status st;
-    /* Nothing in flight and no proposal for 2 x batch_timeout_ms: at once. */
+    /* Nothing in flight and no proposal for batch_timeout_ms: at once. */
     size_t before = h.nsent;
     h_request(&h, 0, 100);
     assert_int_equal(h.nsent, before + 1);
@@ -543,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_drops_are_counted),
         cmocka_unit_test(test_in_order_execution),
         cmocka_unit_test(test_dedupe_and_batch_timeout),
+        cmocka_unit_test(test_quiet_cut_after_one_timeout),
         cmocka_unit_test(test_pre_prepare_below_executed),
         cmocka_unit_test(test_pipeline_limit),
         cmocka_unit_test(test_restore),
