@@ -272,9 +272,12 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
         bool waited = now_ms >= oldest && now_ms - oldest >= p->cfg.batch_timeout_ms;
         /* Nothing in flight and no proposal for a batch timeout: the load
          * is light enough that waiting would only add latency, not fill a
-         * batch. Quiet cuts are at least T apart, like timed ones (a timed
-         * cut takes every queued request, so the next one arrived after it),
-         * so the block rate never exceeds 1/T without full batches. */
+         * batch. Quiet cuts are at least T apart, like timed ones (a cut
+         * short of batch_max_txs takes every queued request, so the next one
+         * arrived after it), so without full batches the block rate stays
+         * under 1/T. (A new primary's first cut may come sooner: its
+         * last_propose_ms is from when it last led, and requests it queued
+         * as a backup keep their arrival times.) */
         bool quiet = p->next_seq == p->last_executed && now_ms >= p->last_propose_ms &&
                      now_ms - p->last_propose_ms >= p->cfg.batch_timeout_ms;
         if (!full && !waited && !quiet)
