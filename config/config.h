@@ -67,9 +67,9 @@
  * the machine at ~550 tx/s (p99 38-125 ms, BENCHMARKS.md "Batch timeout").
  * 3 ms lowered p50 by ~1 ms at 730-950 tx/s while the host was quiet and
  * raised it by 0.1-3.7 ms once it was loaded, and by 2.1-5.4 ms at 2,000
- * tx/s either way
- * (BENCHMARKS.md, "Sixth pass"), so 5 stays. Light load is served by the
- * quiet cut instead (pbft_try_propose: nothing in flight, no cut for T). */
+ * tx/s either way (BENCHMARKS.md, "Sixth pass"), so 5 stays. Light load is
+ * served by the quiet cut instead (pbft_try_propose: nothing in flight, no
+ * cut for T). */
 #define CONFIG_DEFAULT_BATCH_TIMEOUT_MS 5
 #define CONFIG_DEFAULT_MAX_INFLIGHT_BATCHES 2
 #define CONFIG_DEFAULT_REQUEST_TIMEOUT_MS 1000
