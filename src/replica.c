@@ -878,7 +878,7 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
             i == r->id ? json_true() : json_boolean(transport_peer_is_connected(r->transport, i)));
     json_t *o = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o,"
-        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:s}}",
         "id", (json_int_t)r->id, "view", (json_int_t)st.view, "primary", (json_int_t)st.primary,
         "last_executed", (json_int_t)st.last_executed, "last_stable_checkpoint",
@@ -892,8 +892,9 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
         (json_int_t)st.dropped_messages, "tx_bad_signature", (json_int_t)vs.tx_bad_signature,
         "peer_send", (json_int_t)ts.peer_send_dropped, "client_send",
         (json_int_t)ts.client_send_dropped, "peer_connections_closed", (json_int_t)ts.peer_closed,
-        "client_connections_closed", (json_int_t)ts.client_closed, "counters", "blocks_executed",
-        (json_int_t)atomic_load(&r->blocks_executed), "txs_executed",
+        "client_connections_closed", (json_int_t)ts.client_closed, "peer_bad_frames",
+        (json_int_t)ts.peer_bad_frames, "client_bad_frames", (json_int_t)ts.client_bad_frames,
+        "counters", "blocks_executed", (json_int_t)atomic_load(&r->blocks_executed), "txs_executed",
         (json_int_t)atomic_load(&r->txs_executed), "replies_sent",
         (json_int_t)atomic_load(&r->replies_sent), "replies_from_ledger",
         (json_int_t)atomic_load(&r->replies_from_ledger), "tx_verified", (json_int_t)vs.tx_verified,
@@ -1303,19 +1304,11 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         goto fail;
     }
 
-    /* Receive threads verify what they receive: one per socket is enough
-     * when the replicas share a small machine. */
-    unsigned recv_threads = o->verifiers;
-    if (recv_threads == 0)
-        recv_threads = sysconf(_SC_NPROCESSORS_ONLN) >= 8 ? 2 : 1;
-    if (recv_threads > TRANSPORT_MAX_RECV_THREADS)
-        recv_threads = TRANSPORT_MAX_RECV_THREADS;
     struct transport_opts to = {.self = o->id,
                                 .n = cfg->n,
                                 .peer_listen = cfg->replicas[o->id].peer_address,
                                 .client_listen = cfg->replicas[o->id].client_address,
                                 .max_message_bytes = cfg->max_message_bytes,
-                                .recv_threads = recv_threads,
                                 .on_recv = on_recv,
                                 .ctx = r};
     for (uint32_t i = 0; i < cfg->n; i++)

@@ -1,6 +1,7 @@
 /* The replica shell: one loop thread that owns the PBFT core and the ledger.
  *
- *   transport (NNG receive threads) -> verifier pool (decode, signatures)
+ *   transport (NNG streams; each read completes on an NNG task thread)
+ *     -> verifier on that thread (decode, signatures)
  *     -> bounded event queue -> loop thread: pbft_on_* / queries / status
  *
  * The loop thread drains the event queue in steps. During a step the core's
@@ -35,7 +36,6 @@ struct replica_opts {
     uint32_t id;
     const tc_keypair *kp; /* this replica's key; must outlive the replica */
     const char *data_dir;
-    unsigned verifiers; /* receive (and verify) threads per socket; 0 = from the CPU count */
 };
 
 struct replica;

@@ -1,6 +1,6 @@
 /* tallyd: one Tally replica.
  *
- *   tallyd --config FILE --id I --data DIR [--key FILE] [--log-level L] [--verifiers N]
+ *   tallyd --config FILE --id I --data DIR [--key FILE] [--log-level L]
  *
  * Signals are blocked in every thread; the main thread waits for SIGTERM or
  * SIGINT (sigtimedwait) and then shuts down cleanly: the loop thread finishes
@@ -26,7 +26,6 @@
 static void usage(FILE *out)
 {
     fprintf(out, "usage: tallyd --config FILE --id I --data DIR [--key FILE] [--log-level L]\n"
-                 "              [--verifiers N]\n"
                  "\n"
                  "Run replica I of the cluster described by FILE (cluster.json).\n"
                  "\n"
@@ -35,8 +34,6 @@ static void usage(FILE *out)
                  "  --data DIR        data directory (RocksDB; created on first start)\n"
                  "  --key FILE        replica key file (default: replica-I.key next to FILE)\n"
                  "  --log-level L     debug, info, warn or error (default info, or $TALLY_LOG)\n"
-                 "  --verifiers N     receive threads per socket; each verifies what it\n"
-                 "                    reads (1..8; default 1, or 2 with 8 or more CPUs)\n"
                  "  --help            show this help\n"
                  "\n"
                  "SIGTERM or SIGINT shuts the replica down cleanly.\n");
@@ -83,15 +80,13 @@ int main(int argc, char **argv)
                                          {"data", required_argument, NULL, 'd'},
                                          {"key", required_argument, NULL, 'k'},
                                          {"log-level", required_argument, NULL, 'l'},
-                                         {"verifiers", required_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *data_dir = NULL, *key_path = NULL, *level = NULL;
     const char *id_text = NULL;
-    unsigned long verifiers = 0;
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "c:i:d:k:l:v:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:i:d:k:l:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config_path = optarg;
@@ -107,12 +102,6 @@ int main(int argc, char **argv)
             break;
         case 'l':
             level = optarg;
-            break;
-        case 'v':
-            if (parse_uint(optarg, 8, &verifiers) != 0 || verifiers == 0) {
-                fprintf(stderr, "tallyd: --verifiers '%s': expected 1..8\n", optarg);
-                return 2;
-            }
             break;
         case 'h':
             usage(stdout);
@@ -216,8 +205,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    struct replica_opts ro = {
-        .cfg = &cfg, .id = (uint32_t)id, .kp = &kp, .data_dir = data_dir, .verifiers = verifiers};
+    struct replica_opts ro = {.cfg = &cfg, .id = (uint32_t)id, .kp = &kp, .data_dir = data_dir};
     if (replica_start(&ro, &r, &err) != 0) {
         /* One line: stderr is also the log (L0601 was "cannot start"). */
         fprintf(stderr, "tallyd: %s\n", tally_err_text(&err));

@@ -1,25 +1,33 @@
-/* Transport: the replica's NNG sockets.
+/* Transport: the replica's connections, on NNG streams (TCP).
  *
- * Peers: one pull0 listener on this replica's peer_address receives from every
- * other replica; one push0 socket per other replica dials that replica's
- * peer_address (NNG dialers reconnect by themselves when a peer restarts).
- * Sends toward peers never block: when a peer's send buffer is full (it is gone
- * or slow) the message is dropped and counted. Envelopes are signed, so the
- * pull socket needs no notion of who is connected.
+ * The bytes on the wire are those of NNG's SP protocols (src/spframe.h), so a
+ * stock NNG socket can talk to us, but no NNG socket runs here: each
+ * connection is driven by our own completion callbacks, which saves the
+ * thread hand-offs of NNG's protocol layers (two or three per message; on a
+ * small machine most of what a message costs).
  *
- * Clients: one pair1 socket in polyamorous mode listens on client_address;
- * every received message remembers the pipe it came from, and replies are sent
- * back to that pipe (transport_send_client).
+ * Peers: one listener on this replica's peer_address accepts connections from
+ * every other replica and reads them as NNG's pull0 would; one outbound
+ * stream per other replica writes to it as push0 would, redialing (20 ms
+ * doubling to 500 ms) whenever it is down. Sends toward peers never block: up
+ * to TRANSPORT_BUFFER_MSGS messages wait per peer (while it is away too), and
+ * beyond that they are dropped and counted. Envelopes are signed, so the
+ * listener needs no notion of who is connected.
  *
- * Receiving: recv_threads threads per socket (peer, client) block in
- * nng_recvmsg and hand each message to the on_recv callback on that thread
- * (ownership of the nng_msg moves to the callback), which verifies it and
- * queues it for the loop. When the callback answers false the connection the
- * message came from is closed (a peer's dialer reconnects by itself). The
- * bounded NNG buffers and TCP hold what the threads have not read yet, so a
- * flood slows its sender instead of growing our memory. Messages larger than
- * max_message_bytes are dropped by NNG before they are read whole
- * (NNG_OPT_RECVMAXSZ), and their connection closed.
+ * Clients: one listener on client_address speaks pair1 (what NNG's pair1
+ * sockets in tools/lib/client.c dial). Every received message carries its
+ * connection's id, and replies go back to that id (transport_send_client),
+ * queued as a peer's are.
+ *
+ * Receiving: each connection has one read in flight. When it completes, on
+ * one of NNG's task threads, every whole frame in the buffer goes to on_recv
+ * on that thread (ownership of the nng_msg moves to the callback), which
+ * verifies it and queues it for the loop; then the next read is posted. So
+ * messages from one connection are handled in order, and different
+ * connections in parallel. When the callback answers false the connection is
+ * closed (a peer redials by itself). A frame longer than max_message_bytes is
+ * never read: its connection is closed when its length arrives. At most
+ * TRANSPORT_MAX_CONNS connections are open at once; more are refused.
  *
  * Prefix: transport_. Thread-safe: sends may come from any thread. */
 #ifndef TALLY_TRANSPORT_H
@@ -34,12 +42,11 @@
 #include "src/err.h"
 
 #define TRANSPORT_MAX_PEERS 16
-#define TRANSPORT_MAX_RECV_THREADS 8 /* per socket */
-#define TRANSPORT_BUFFER_MSGS 1024   /* send/recv buffers, in messages (MEASURED.md) */
+#define TRANSPORT_BUFFER_MSGS 1024 /* queued toward one connection, in messages (MEASURED.md) */
 
 enum transport_origin { TRANSPORT_FROM_PEER, TRANSPORT_FROM_CLIENT };
 
-/* Called on a receive thread for every received message. Ownership of msg
+/* Called on an NNG task thread for every received message. Ownership of msg
  * moves to the callee (nng_msg_free it). pipe identifies the connection (the
  * client's, for replies). Must not wait for other threads. Returns false to
  * have the connection closed. */
@@ -53,7 +60,6 @@ struct transport_opts {
     const char *client_listen;
     const char *peer_addrs[TRANSPORT_MAX_PEERS]; /* indexed by id; [self] unused */
     size_t max_message_bytes;
-    unsigned recv_threads; /* per socket, 1..TRANSPORT_MAX_RECV_THREADS */
     transport_recv_fn on_recv;
     void *ctx;
 };
@@ -62,15 +68,18 @@ struct transport_stats {
     uint64_t peer_sent, peer_send_dropped;
     uint64_t client_sent, client_send_dropped;
     uint64_t peer_received, client_received;
-    uint64_t peer_closed, client_closed; /* connections closed for what they sent */
+    uint64_t peer_closed, client_closed; /* connections closed for a message they sent */
+    /* connections closed before a message was read: a bad handshake or a
+     * frame that is malformed or longer than max_message_bytes */
+    uint64_t peer_bad_frames, client_bad_frames;
 };
 
 struct transport;
 
-/* Open and bind every socket, start dialing peers and the receive threads.
+/* Listen on both addresses and start dialing peers.
  * On failure (address in use, bad address) nothing is left running. */
 int transport_start(const struct transport_opts *o, struct transport **out, struct tally_err *err);
-/* Close the sockets, join the receive threads, free. NULL is fine. */
+/* Close every connection, wait for their callbacks, free. NULL is fine. */
 void transport_stop(struct transport *t);
 
 /* Copy bytes toward replica `to` (never blocks; drop + count when full). */
@@ -80,9 +89,10 @@ void transport_broadcast(struct transport *t, const uint8_t *bytes, size_t len);
 /* Copy bytes to the client connection `pipe` (never blocks; drop + count). */
 void transport_send_client(struct transport *t, uint32_t pipe, const uint8_t *bytes, size_t len);
 
-/* Replicas our push sockets are connected to right now (not counting self). */
+/* Replicas our outbound streams are connected to right now (handshake
+ * answered; not counting self). */
 uint32_t transport_peers_connected(const struct transport *t);
-/* Whether the push socket toward `id` is connected. */
+/* Whether the outbound stream toward `id` is connected. */
 int transport_peer_is_connected(const struct transport *t, uint32_t id);
 void transport_get_stats(const struct transport *t, struct transport_stats *out);
 

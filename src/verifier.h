@@ -1,8 +1,8 @@
 /* Verifier: decodes every received message and checks its signatures before
- * the loop thread sees it. It runs on the transport's receive threads
- * (verifier_process), so a message goes from the socket to the loop's queue
- * without another thread hand-off, and the work spreads over as many threads
- * as the transport receives on.
+ * the loop thread sees it. It runs on the thread that completed the
+ * transport's read (verifier_process), so a message goes from the socket to
+ * the loop's queue without another thread hand-off, and the work spreads over
+ * as many connections as are sending at once.
  *
  *  - Peer messages: the envelope must decode (msg_decode, bounded by
  *    max_message_bytes), come from a replica of the config and carry a

@@ -9,8 +9,9 @@
  * seconds whatever is left:
  *
  *   garbage     random bytes, 1..512 of them (no magic)
- *   oversized   M + 4096 random bytes, above max_message_bytes (NNG's
- *               receive limit drops them and the connection)
+ *   oversized   M + 4096 random bytes, above max_message_bytes (the
+ *               transport drops them and the connection when the length
+ *               arrives)
  *   liar        a 76-byte envelope whose header claims a body of 2^32-256 bytes
  *   badsig      a well-formed PREPARE (view 0, random seq and digest) from
  *               replica --sender, with a random signature

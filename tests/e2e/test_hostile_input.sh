@@ -184,10 +184,11 @@ awk -v g="$gap1" -v m="$MAX_GAP" 'BEGIN {exit !(g < m)}' ||
 # Every hostile message a replica reads is counted by a drop counter, and the
 # connection it came on is closed (peer_connections_closed): the stranger pays
 # a reconnect per forged message instead of streaming them, so most of what it
-# sends never reaches the verifier (lost with the closed connection). NNG drops
-# the oversized ones, with the connection, before they are read (not counted),
-# and the lying SP frames. The verifiers may still be working through what was
-# buffered when the floods end: poll until the counters settle (bounded).
+# sends never reaches the verifier (lost with the closed connection). The
+# transport drops the oversized ones, with the connection, before they are
+# read, and the lying SP frames: those count as peer_bad_frames instead. The
+# verifiers may still be working through what was buffered when the floods
+# end: poll until the counters settle (bounded).
 # delta I BEFORE AFTER: replica I's drop counters in AFTER minus BEFORE.
 delta() {
     jq -n --argjson a "$(jq ".[$1]" <<<"$3")" --argjson b "$(jq ".[$1]" <<<"$2")" \
@@ -217,6 +218,8 @@ for i in 0 1; do
     [ $((closed * 10)) -ge $((reconnects * 9)) ] ||
         fail "replica $i: the flood reconnected $reconnects times but only $closed connections were closed"
     [ "$counted" -ge "$closed" ] || fail "replica $i: $closed connections closed but only $counted drops counted"
+    [ "$(jq -r .peer_bad_frames <<<"$d")" -gt 0 ] ||
+        fail "replica $i: no oversized or lying frame counted (peer_bad_frames)"
 done
 
 # ---- 2. client addresses of the current primary and another replica ----
@@ -245,6 +248,8 @@ awk -v g="$gap2" -v m="$MAX_GAP" 'BEGIN {exit !(g < m)}' ||
 for i in "$P" "$Q"; do
     d=$(delta "$i" "$D1" "$D2")
     echo "  replica $i drops during the client flood: $(jq -c . <<<"$d")"
+    [ "$(jq -r .client_bad_frames <<<"$d")" -gt 0 ] ||
+        fail "replica $i: no oversized or lying frame counted (client_bad_frames)"
     if [ "$(jq -r .queue_full <<<"$d")" -eq 0 ]; then
         [ "$(jq -r .malformed <<<"$d")" -gt 0 ] || fail "replica $i: no malformed drops counted"
         [ "$(jq -r .oversized <<<"$d")" -gt 0 ] || fail "replica $i: no oversized drops counted"

@@ -1,7 +1,7 @@
 /* Writes the fuzzers' seed corpus: valid transactions, blocks, checkpoint
- * certificates and messages of every kind, and sample configs, into tests/fuzz/corpus/NAME/. Run by
- * `make fuzz-corpus`; the output is committed so a fuzz run starts from
- * inputs that reach deep into each decoder. */
+ * certificates, messages of every kind, SP frames and sample configs, into tests/fuzz/corpus/NAME/.
+ * Run by `make fuzz-corpus`; the output is committed so a fuzz run starts from inputs that reach
+ * deep into each decoder. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +12,7 @@
 #include "ledger/cert.h"
 #include "ledger/ledger.h"
 #include "src/msg.h"
+#include "src/spframe.h"
 #include "src/statexfer.h"
 
 static void put(const char *target, const char *name, const void *data, size_t len)
@@ -236,6 +237,21 @@ int main(void)
     n += snprintf(cfg + n, sizeof(cfg) - (size_t)n,
                   "{\"accounts\":[{\"public_key\":\"%s\",\"balance\":1000}]}", a_hex);
     put("fuzz_config", "testnet", cfg, (size_t)n);
+
+    /* SP frames: three transactions as back-to-back push0 frames, the same
+     * as pair1 frames, and one pair1 frame cut short. */
+    uint8_t frames[3 * (SPFRAME_MAX_HEADER + LEDGER_TX_BYTES)];
+    for (int pair1 = 0; pair1 <= 1; pair1++) {
+        size_t off = 0;
+        for (size_t i = 0; i < 3; i++) {
+            off += spframe_header(frames + off, LEDGER_TX_BYTES, pair1);
+            memcpy(frames + off, txs + i * LEDGER_TX_BYTES, LEDGER_TX_BYTES);
+            off += LEDGER_TX_BYTES;
+        }
+        put("fuzz_spframe", pair1 ? "pair1" : "push0", frames, off);
+        if (pair1)
+            put("fuzz_spframe", "pair1_short", frames, off - 7);
+    }
     tc_keypair_free(&a);
     tc_keypair_free(&b);
     printf("corpus written to tests/fuzz/corpus/\n");
