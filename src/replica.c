@@ -878,7 +878,7 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
             i == r->id ? json_true() : json_boolean(transport_peer_is_connected(r->transport, i)));
     json_t *o = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o,"
-        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:s}}",
         "id", (json_int_t)r->id, "view", (json_int_t)st.view, "primary", (json_int_t)st.primary,
         "last_executed", (json_int_t)st.last_executed, "last_stable_checkpoint",
@@ -894,7 +894,8 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
         (json_int_t)ts.client_send_dropped, "peer_connections_closed", (json_int_t)ts.peer_closed,
         "client_connections_closed", (json_int_t)ts.client_closed, "peer_bad_frames",
         (json_int_t)ts.peer_bad_frames, "client_bad_frames", (json_int_t)ts.client_bad_frames,
-        "counters", "blocks_executed", (json_int_t)atomic_load(&r->blocks_executed), "txs_executed",
+        "client_queue_full", (json_int_t)ts.client_queue_full, "counters", "blocks_executed",
+        (json_int_t)atomic_load(&r->blocks_executed), "txs_executed",
         (json_int_t)atomic_load(&r->txs_executed), "replies_sent",
         (json_int_t)atomic_load(&r->replies_sent), "replies_from_ledger",
         (json_int_t)atomic_load(&r->replies_from_ledger), "tx_verified", (json_int_t)vs.tx_verified,

@@ -1,8 +1,8 @@
-/* Transport on NNG streams: see transport.h for the layout and
- * src/spframe.h for the bytes. Locking: a peer link's fields are under its
- * mtx; a connection's send side and flags under its mtx, its receive buffer
- * belongs to its read callback; the slot table and the dead list are under
- * conn_mtx, which is taken before a connection's mtx, never after. */
+/* Transport on NNG streams: see transport.h for the layout, src/spstream.h
+ * for the links toward peers and src/spframe.h for the bytes. Locking: an
+ * accepted connection's send side and flags are under its mtx, its receive
+ * buffer belongs to its read callback; the slot table and the dead list are
+ * under conn_mtx, which is taken before a connection's mtx, never after. */
 #include "src/transport.h"
 
 #include <pthread.h>
@@ -10,133 +10,31 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "src/log.h"
+#include "src/mono.h"
 #include "src/spframe.h"
+#include "src/spstream.h"
 
-#define TRANSPORT_RECONN_MIN_MS 20
-#define TRANSPORT_RECONN_MAX_MS 500
-#define TRANSPORT_RECV_CHUNK (64u * 1024u)
-#define TRANSPORT_MAX_CONNS 1024 /* peer and client connections accepted at once */
-#define TRANSPORT_SEND_BYTES (64u * 1024u * 1024u) /* queued toward one peer */
+#define TRANSPORT_MAX_CONNS 2048        /* the slot table: both listeners' connections */
+#define TRANSPORT_MAX_PEER_CONNS 64     /* accepted on the peer address at once */
+#define TRANSPORT_MAX_CLIENT_CONNS 1024 /* accepted on the client address at once */
+#define TRANSPORT_CLIENT_QUEUE 1024     /* client messages waiting for a verify thread */
+#define TRANSPORT_MAX_CLIENT_THREADS 2
+#define TRANSPORT_CLIENT_SEND_MSGS 64 /* replies queued toward one client */
+#define TRANSPORT_CLIENT_SEND_BYTES (8u * 1024u * 1024u)
+#define TRANSPORT_ACCEPT_RETRY_MS 10   /* after a failed accept (out of descriptors) */
+#define TRANSPORT_REFUSAL_LOG_MS 10000 /* at most one refusal warning per listener */
 #define TRANSPORT_DEFAULT_MAX_MSG (64u * 1024u * 1024u)
 
 struct transport;
 
-/* A growable byte buffer. */
-struct tbuf {
-    uint8_t *data;
-    size_t len, cap;
-};
-
-static int tbuf_reserve(struct tbuf *b, size_t extra)
-{
-    if (b->len + extra <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra)
-        cap *= 2;
-    uint8_t *p = realloc(b->data, cap);
-    if (p == NULL)
-        return -1;
-    b->data = p;
-    b->cap = cap;
-    return 0;
-}
-
-/* Frames waiting for a stream, and the ones being written. Under its
- * owner's mutex. pending fills while inflight is written; when the write
- * completes they swap, so everything queued meanwhile goes in one write. */
-struct sendq {
-    struct tbuf pending, inflight;
-    size_t inflight_off, pending_msgs;
-    bool sending;
-};
-
-/* Queue one frame: its header (or a handshake) and body. */
-static bool sendq_push(struct sendq *q, const uint8_t *hdr, size_t hlen, const uint8_t *body,
-                       size_t len)
-{
-    if (q->pending_msgs >= TRANSPORT_BUFFER_MSGS ||
-        q->pending.len + hlen + len > TRANSPORT_SEND_BYTES ||
-        tbuf_reserve(&q->pending, hlen + len) != 0)
-        return false;
-    memcpy(q->pending.data + q->pending.len, hdr, hlen);
-    if (len > 0)
-        memcpy(q->pending.data + q->pending.len + hlen, body, len);
-    q->pending.len += hlen + len;
-    q->pending_msgs++;
-    return true;
-}
-
-static bool sendq_has_work(const struct sendq *q)
-{
-    return q->inflight.len > 0 || q->pending.len > 0;
-}
-
-/* Start writing (the rest of) inflight, or else everything pending. */
-static int sendq_start(struct sendq *q, nng_stream *stream, nng_aio *aio)
-{
-    if (q->inflight.len == 0) {
-        struct tbuf b = q->inflight;
-        q->inflight = q->pending;
-        q->pending = b;
-        q->pending.len = 0;
-        q->pending_msgs = 0;
-        q->inflight_off = 0;
-    }
-    nng_iov iov = {.iov_buf = q->inflight.data + q->inflight_off,
-                   .iov_len = q->inflight.len - q->inflight_off};
-    if (nng_aio_set_iov(aio, 1, &iov) != 0)
-        return -1;
-    q->sending = true;
-    nng_stream_send(stream, aio);
-    return 0;
-}
-
-/* A write of n bytes completed. */
-static void sendq_wrote(struct sendq *q, size_t n)
-{
-    q->sending = false;
-    q->inflight_off += n;
-    if (q->inflight_off >= q->inflight.len) {
-        q->inflight.len = 0;
-        q->inflight_off = 0;
-    }
-}
-
-/* The stream is gone: what was being written is lost (pending stays). */
-static void sendq_drop_inflight(struct sendq *q)
-{
-    q->sending = false;
-    q->inflight.len = 0;
-    q->inflight_off = 0;
-}
-
-static void sendq_free(struct sendq *q)
-{
-    free(q->pending.data);
-    free(q->inflight.data);
-}
-
-/* ---- outbound: one stream toward each other replica ---------------------- */
-
-struct peer_link {
+/* One other replica: the link toward it. */
+struct peer {
     struct transport *t;
     uint32_t id;
-    nng_stream_dialer *dialer;
-    nng_aio *dial_aio, *sleep_aio, *send_aio, *watch_aio;
-    pthread_mutex_t mtx;
-    bool mtx_ok;
-    /* Under mtx: */
-    nng_stream *stream; /* NULL when not connected */
-    bool watching, closing, stopping;
-    bool hs_ok; /* the peer's handshake arrived and is pull0's */
-    struct sendq q;
-    uint8_t watch_buf[SPFRAME_HANDSHAKE];
-    size_t watch_have;
-    nng_duration backoff;
-    atomic_bool connected;
+    struct spstream_link *link;
 };
 
 /* ---- inbound: connections accepted on a listener ---------------------------
@@ -151,13 +49,11 @@ struct in_conn {
     uint32_t id;
     nng_stream *stream;
     nng_aio *recv_aio, *send_aio;
-    uint8_t *buf; /* received, not yet delivered; only the read callback touches it */
-    size_t cap, have;
-    bool got_hs;
+    struct spstream_rbuf r; /* only the read callback touches it */
     pthread_mutex_t mtx;
     /* Under mtx: */
     bool reading, closing;
-    struct sendq q;
+    struct spstream_sendq q;
     /* Under the transport's conn_mtx: */
     bool dead;
     struct in_conn *next;
@@ -168,7 +64,17 @@ struct listener {
     enum transport_origin origin;
     enum spframe_proto self_proto, peer_proto;
     nng_stream_listener *l;
-    nng_aio *accept_aio;
+    nng_aio *accept_aio, *sleep_aio;
+    unsigned max_conns;
+    /* Under the transport's conn_mtx: */
+    unsigned nlive;
+    uint64_t refused, refusal_logged_ms;
+};
+
+/* A client message waiting for a client thread. */
+struct client_item {
+    uint32_t id;
+    nng_msg *msg;
 };
 
 struct transport {
@@ -180,10 +86,20 @@ struct transport {
     /* Under conn_mtx: */
     struct in_conn *slots[TRANSPORT_MAX_CONNS]; /* live connections, by id % TRANSPORT_MAX_CONNS */
     struct in_conn *dead;                       /* ended, to be freed */
-    unsigned nlive;
     bool stopping;
     uint32_t next_conn_id, conn_generation;
-    struct peer_link peers[TRANSPORT_MAX_PEERS];
+    struct peer peers[TRANSPORT_MAX_PEERS];
+    /* Client messages are verified on threads of their own, so that a flood
+     * of client connections cannot hold the NNG threads that carry the
+     * replicas' traffic. */
+    pthread_mutex_t cq_mtx;
+    pthread_cond_t cq_cond;
+    bool cq_ok, cq_stop;
+    struct client_item cq[TRANSPORT_CLIENT_QUEUE]; /* a ring, under cq_mtx */
+    size_t cq_head, cq_len;
+    pthread_t cthreads[TRANSPORT_MAX_CLIENT_THREADS];
+    unsigned ncthreads;
+    atomic_uint_fast64_t client_queue_full;
     atomic_uint_fast64_t peer_sent, peer_send_dropped;
     atomic_uint_fast64_t client_sent, client_send_dropped;
     atomic_uint_fast64_t peer_received, client_received;
@@ -191,202 +107,29 @@ struct transport {
     atomic_uint_fast64_t peer_bad_frames, client_bad_frames;
 };
 
-/* ---- outbound links -------------------------------------------------------- */
+/* ---- outbound links ---------------------------------------------------------- */
 
-static void link_schedule_redial(struct peer_link *l)
+static void peer_state(void *ctx, bool connected)
 {
-    if (l->stopping)
-        return;
-    nng_sleep_aio(l->backoff, l->sleep_aio);
-    l->backoff *= 2;
-    if (l->backoff > TRANSPORT_RECONN_MAX_MS)
-        l->backoff = TRANSPORT_RECONN_MAX_MS;
-}
-
-/* Once nothing is in flight on a failed stream, free it and dial again. */
-static void link_reap_if_idle(struct peer_link *l)
-{
-    if (!l->closing || l->q.sending || l->watching)
-        return;
-    nng_stream_free(l->stream);
-    l->stream = NULL;
-    l->closing = false;
-    sendq_drop_inflight(&l->q);
-    link_schedule_redial(l);
-}
-
-static void link_fail(struct peer_link *l)
-{
-    if (l->stream == NULL || l->closing)
-        return;
-    l->closing = true;
-    if (atomic_exchange(&l->connected, false))
-        LOG_INFO("L0302", "disconnected from replica %u", l->id);
-    nng_stream_close(l->stream); /* completes the send and watch with errors */
-    link_reap_if_idle(l);
-}
-
-static void link_start_send(struct peer_link *l)
-{
-    if (sendq_start(&l->q, l->stream, l->send_aio) != 0)
-        link_fail(l);
-}
-
-static void link_send_cb(void *arg)
-{
-    struct peer_link *l = arg;
-    pthread_mutex_lock(&l->mtx);
-    int rv = nng_aio_result(l->send_aio);
-    sendq_wrote(&l->q, rv == 0 ? nng_aio_count(l->send_aio) : 0);
-    if (rv != 0 || l->closing) {
-        link_fail(l);
-        link_reap_if_idle(l);
-    } else if (sendq_has_work(&l->q)) {
-        link_start_send(l);
-    }
-    pthread_mutex_unlock(&l->mtx);
-}
-
-static void link_watch(struct peer_link *l)
-{
-    nng_iov iov;
-    if (!l->hs_ok)
-        iov = (nng_iov){.iov_buf = l->watch_buf + l->watch_have,
-                        .iov_len = SPFRAME_HANDSHAKE - l->watch_have};
+    struct peer *p = ctx;
+    if (connected)
+        LOG_INFO("L0301", "connected to replica %u", p->id);
     else
-        iov = (nng_iov){.iov_buf = l->watch_buf, .iov_len = 1};
-    if (nng_aio_set_iov(l->watch_aio, 1, &iov) != 0) {
-        link_fail(l);
-        return;
-    }
-    l->watching = true;
-    nng_stream_recv(l->stream, l->watch_aio);
+        LOG_INFO("L0302", "disconnected from replica %u", p->id);
 }
 
-/* The read side of an outbound link: the pull0 handshake, then nothing (a
- * pull0 peer never sends); the read ends when the connection does. */
-static void link_watch_cb(void *arg)
+static int peer_start(struct transport *t, uint32_t id, struct tally_err *err)
 {
-    struct peer_link *l = arg;
-    pthread_mutex_lock(&l->mtx);
-    l->watching = false;
-    int rv = nng_aio_result(l->watch_aio);
-    if (rv != 0 || l->closing || l->hs_ok) {
-        if (rv == 0 && !l->closing)
-            LOG_WARN("L0303", "replica %u sent data on a push link: closed", l->id);
-        link_fail(l);
-        link_reap_if_idle(l);
-        pthread_mutex_unlock(&l->mtx);
-        return;
-    }
-    l->watch_have += nng_aio_count(l->watch_aio);
-    if (l->watch_have == SPFRAME_HANDSHAKE) {
-        if (!spframe_handshake_ok(l->watch_buf, SPFRAME_PULL0)) {
-            LOG_WARN("L0304", "replica %u's peer address did not answer as a pull0 listener",
-                     l->id);
-            link_fail(l);
-            link_reap_if_idle(l);
-            pthread_mutex_unlock(&l->mtx);
-            return;
-        }
-        l->hs_ok = true;
-        l->backoff = TRANSPORT_RECONN_MIN_MS;
-        atomic_store(&l->connected, true);
-        LOG_INFO("L0301", "connected to replica %u", l->id);
-    }
-    link_watch(l);
-    pthread_mutex_unlock(&l->mtx);
-}
-
-static void link_dial_cb(void *arg)
-{
-    struct peer_link *l = arg;
-    pthread_mutex_lock(&l->mtx);
-    int rv = nng_aio_result(l->dial_aio);
-    if (rv != 0) {
-        link_schedule_redial(l);
-        pthread_mutex_unlock(&l->mtx);
-        return;
-    }
-    nng_stream *s = nng_aio_get_output(l->dial_aio, 0);
-    if (l->stopping) {
-        pthread_mutex_unlock(&l->mtx);
-        nng_stream_free(s);
-        return;
-    }
-    l->stream = s;
-    l->closing = false;
-    l->hs_ok = false;
-    l->watch_have = 0;
-    /* Our handshake goes first, then whatever was queued while away. */
-    sendq_drop_inflight(&l->q);
-    if (tbuf_reserve(&l->q.inflight, SPFRAME_HANDSHAKE) != 0) {
-        link_fail(l);
-        pthread_mutex_unlock(&l->mtx);
-        return;
-    }
-    spframe_handshake(l->q.inflight.data, SPFRAME_PUSH0);
-    l->q.inflight.len = SPFRAME_HANDSHAKE;
-    link_start_send(l); /* the handshake now; the pending frames when it is out */
-    if (l->stream != NULL && !l->closing)
-        link_watch(l);
-    pthread_mutex_unlock(&l->mtx);
-}
-
-static void link_sleep_cb(void *arg)
-{
-    struct peer_link *l = arg;
-    pthread_mutex_lock(&l->mtx);
-    if (!l->stopping && nng_aio_result(l->sleep_aio) == 0)
-        nng_stream_dialer_dial(l->dialer, l->dial_aio);
-    pthread_mutex_unlock(&l->mtx);
-}
-
-static int link_start(struct transport *t, uint32_t id, struct tally_err *err)
-{
-    struct peer_link *l = &t->peers[id];
-    int rv;
-    if (pthread_mutex_init(&l->mtx, NULL) != 0)
-        return tally_errf(err, TALLY_EIO, "link toward replica %u: no mutex", id);
-    l->mtx_ok = true;
-    l->backoff = TRANSPORT_RECONN_MIN_MS;
-    if ((rv = nng_aio_alloc(&l->dial_aio, link_dial_cb, l)) != 0 ||
-        (rv = nng_aio_alloc(&l->sleep_aio, link_sleep_cb, l)) != 0 ||
-        (rv = nng_aio_alloc(&l->send_aio, link_send_cb, l)) != 0 ||
-        (rv = nng_aio_alloc(&l->watch_aio, link_watch_cb, l)) != 0)
-        return tally_errf(err, TALLY_EIO, "link toward replica %u: %s", id, nng_strerror(rv));
-    if ((rv = nng_stream_dialer_alloc(&l->dialer, t->o.peer_addrs[id])) != 0)
-        return tally_errf(err, TALLY_EIO, "dialing replica %u at %s: %s", id, t->o.peer_addrs[id],
-                          nng_strerror(rv));
-    (void)nng_stream_dialer_set_bool(l->dialer, NNG_OPT_TCP_NODELAY, true);
-    nng_stream_dialer_dial(l->dialer, l->dial_aio); /* retried in the background */
-    return TALLY_OK;
-}
-
-static void link_stop(struct peer_link *l)
-{
-    if (!l->mtx_ok)
-        return;
-    pthread_mutex_lock(&l->mtx);
-    l->stopping = true;
-    if (l->stream != NULL)
-        nng_stream_close(l->stream);
-    pthread_mutex_unlock(&l->mtx);
-    if (l->dialer != NULL)
-        nng_stream_dialer_close(l->dialer);
-    nng_aio *aios[] = {l->sleep_aio, l->dial_aio, l->send_aio, l->watch_aio};
-    for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
-        if (aios[i] != NULL)
-            nng_aio_stop(aios[i]);
-    for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
-        if (aios[i] != NULL)
-            nng_aio_free(aios[i]);
-    if (l->stream != NULL)
-        nng_stream_free(l->stream);
-    if (l->dialer != NULL)
-        nng_stream_dialer_free(l->dialer);
-    sendq_free(&l->q);
-    pthread_mutex_destroy(&l->mtx);
+    struct spstream_link_opts lo = {.url = t->o.peer_addrs[id],
+                                    .self = SPFRAME_PUSH0,
+                                    .peer = SPFRAME_PULL0,
+                                    .on_frame = NULL, /* a pull0 listener sends nothing */
+                                    .on_state = peer_state,
+                                    .ctx = &t->peers[id]};
+    int rc = spstream_link_start(&lo, &t->peers[id].link, err);
+    if (rc != TALLY_OK)
+        tally_err_wrap(err, "link toward replica %u: ", id);
+    return rc;
 }
 
 /* ---- inbound connections --------------------------------------------------- */
@@ -400,8 +143,8 @@ static void conn_free(struct in_conn *c)
     if (c->stream != NULL)
         nng_stream_free(c->stream);
     pthread_mutex_destroy(&c->mtx);
-    free(c->buf);
-    sendq_free(&c->q);
+    spstream_rbuf_free(&c->r);
+    spstream_sendq_free(&c->q);
     free(c);
 }
 
@@ -419,19 +162,25 @@ static void conns_reap(struct transport *t)
     }
 }
 
-/* Unlist c and leave it to the reaper. The caller saw it closing with
- * nothing in flight; c must not be touched afterwards. */
+/* Under conn_mtx: unlist c and leave it to the reaper. */
+static void conn_retire_locked(struct transport *t, struct in_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    t->slots[c->id % TRANSPORT_MAX_CONNS] = NULL;
+    c->ln->nlive--;
+    c->next = t->dead;
+    t->dead = c;
+}
+
+/* The caller saw c closing with nothing in flight; c must not be touched
+ * afterwards. */
 static void conn_retire(struct in_conn *c)
 {
     struct transport *t = c->ln->t;
     pthread_mutex_lock(&t->conn_mtx);
-    if (!c->dead) {
-        c->dead = true;
-        t->slots[c->id % TRANSPORT_MAX_CONNS] = NULL;
-        t->nlive--;
-        c->next = t->dead;
-        t->dead = c;
-    }
+    conn_retire_locked(t, c);
     pthread_mutex_unlock(&t->conn_mtx);
 }
 
@@ -448,7 +197,7 @@ static bool conn_close_locked(struct in_conn *c)
 
 static void conn_start_send(struct in_conn *c)
 {
-    if (sendq_start(&c->q, c->stream, c->send_aio) != 0)
+    if (spstream_sendq_start(&c->q, c->stream, c->send_aio) != 0)
         (void)conn_close_locked(c); /* the read side retires it */
 }
 
@@ -458,10 +207,10 @@ static void conn_send_cb(void *arg)
     bool retire = false;
     pthread_mutex_lock(&c->mtx);
     int rv = nng_aio_result(c->send_aio);
-    sendq_wrote(&c->q, rv == 0 ? nng_aio_count(c->send_aio) : 0);
+    spstream_sendq_wrote(&c->q, rv == 0 ? nng_aio_count(c->send_aio) : 0);
     if (rv != 0 || c->closing)
         retire = conn_close_locked(c);
-    else if (sendq_has_work(&c->q))
+    else if (spstream_sendq_has_work(&c->q))
         conn_start_send(c);
     pthread_mutex_unlock(&c->mtx);
     if (retire)
@@ -473,81 +222,90 @@ static bool conn_queue_locked(struct in_conn *c, const uint8_t *bytes, size_t le
 {
     uint8_t hdr[SPFRAME_MAX_HEADER];
     size_t hlen = spframe_header(hdr, len, c->ln->origin == TRANSPORT_FROM_CLIENT);
-    if (c->closing || !sendq_push(&c->q, hdr, hlen, bytes, len))
+    if (c->closing || !spstream_sendq_push(&c->q, hdr, hlen, bytes, len))
         return false;
     if (!c->q.sending)
         conn_start_send(c);
     return true;
 }
 
-/* Hand every whole frame in the buffer to on_recv. False: close. */
-static bool conn_deliver(struct in_conn *c)
+/* One received frame. A peer's goes to on_recv here (false: close the
+ * connection); a client's to the client threads' queue, or is dropped and
+ * counted when that is full. */
+static bool conn_frame(void *ctx, const uint8_t *body, size_t len)
 {
+    struct in_conn *c = ctx;
     struct transport *t = c->ln->t;
-    bool pair = c->ln->origin == TRANSPORT_FROM_CLIENT;
-    size_t off = 0;
-    if (!c->got_hs) {
-        if (c->have < SPFRAME_HANDSHAKE)
-            return true;
-        if (!spframe_handshake_ok(c->buf, c->ln->peer_proto)) {
-            atomic_fetch_add(pair ? &t->client_bad_frames : &t->peer_bad_frames, 1);
-            return false;
+    nng_msg *msg = NULL;
+    if (nng_msg_alloc(&msg, len) != 0)
+        return false;
+    memcpy(nng_msg_body(msg), body, len);
+    if (c->ln->origin == TRANSPORT_FROM_CLIENT) {
+        atomic_fetch_add(&t->client_received, 1);
+        pthread_mutex_lock(&t->cq_mtx);
+        if (t->cq_len < TRANSPORT_CLIENT_QUEUE && !t->cq_stop) {
+            t->cq[(t->cq_head + t->cq_len) % TRANSPORT_CLIENT_QUEUE] =
+                (struct client_item){.id = c->id, .msg = msg};
+            t->cq_len++;
+            msg = NULL;
+            pthread_cond_signal(&t->cq_cond);
         }
-        c->got_hs = true;
-        off = SPFRAME_HANDSHAKE;
+        pthread_mutex_unlock(&t->cq_mtx);
+        if (msg != NULL) {
+            nng_msg_free(msg);
+            atomic_fetch_add(&t->client_queue_full, 1);
+        }
+        return true;
     }
+    atomic_fetch_add(&t->peer_received, 1);
+    if (t->o.on_recv(t->o.ctx, TRANSPORT_FROM_PEER, c->id, msg))
+        return true;
+    atomic_fetch_add(&t->peer_closed, 1);
+    return false;
+}
+
+/* Close connection id (if it is still open), from outside its callbacks. */
+static void conn_close_id(struct transport *t, uint32_t id)
+{
+    pthread_mutex_lock(&t->conn_mtx);
+    struct in_conn *c = t->slots[id % TRANSPORT_MAX_CONNS];
+    if (c != NULL && c->id == id) {
+        pthread_mutex_lock(&c->mtx);
+        bool idle = conn_close_locked(c);
+        pthread_mutex_unlock(&c->mtx);
+        if (idle) /* else its last callback retires it */
+            conn_retire_locked(t, c);
+    }
+    pthread_mutex_unlock(&t->conn_mtx);
+}
+
+static void *client_thread_main(void *arg)
+{
+    struct transport *t = arg;
+    pthread_mutex_lock(&t->cq_mtx);
     for (;;) {
-        struct spframe_next f;
-        enum spframe_status st = spframe_parse(c->buf + off, c->have - off, t->max_frame, pair, &f);
-        if (st == SPFRAME_BAD) {
-            atomic_fetch_add(pair ? &t->client_bad_frames : &t->peer_bad_frames, 1);
-            return false;
-        }
-        if (st == SPFRAME_NEED) {
-            if (f.need > c->cap) { /* grow for this one frame (bounded by max_frame) */
-                memmove(c->buf, c->buf + off, c->have - off);
-                c->have -= off;
-                off = 0;
-                uint8_t *p = realloc(c->buf, f.need);
-                if (p == NULL)
-                    return false;
-                c->buf = p;
-                c->cap = f.need;
-            }
+        while (t->cq_len == 0 && !t->cq_stop)
+            pthread_cond_wait(&t->cq_cond, &t->cq_mtx);
+        if (t->cq_stop)
             break;
+        struct client_item it = t->cq[t->cq_head];
+        t->cq_head = (t->cq_head + 1) % TRANSPORT_CLIENT_QUEUE;
+        t->cq_len--;
+        pthread_mutex_unlock(&t->cq_mtx);
+        if (!t->o.on_recv(t->o.ctx, TRANSPORT_FROM_CLIENT, it.id, it.msg)) {
+            atomic_fetch_add(&t->client_closed, 1);
+            conn_close_id(t, it.id);
         }
-        off += f.consumed;
-        if (st == SPFRAME_SKIP)
-            continue;
-        nng_msg *msg = NULL;
-        if (nng_msg_alloc(&msg, f.len) != 0)
-            return false;
-        memcpy(nng_msg_body(msg), f.body, f.len);
-        atomic_fetch_add(pair ? &t->client_received : &t->peer_received, 1);
-        if (!t->o.on_recv(t->o.ctx, c->ln->origin, c->id, msg)) {
-            atomic_fetch_add(pair ? &t->client_closed : &t->peer_closed, 1);
-            return false;
-        }
+        pthread_mutex_lock(&t->cq_mtx);
     }
-    if (off > 0) {
-        memmove(c->buf, c->buf + off, c->have - off);
-        c->have -= off;
-    }
-    if (c->have == 0 && c->cap > 4 * TRANSPORT_RECV_CHUNK) { /* give back a big frame's room */
-        uint8_t *p = realloc(c->buf, TRANSPORT_RECV_CHUNK);
-        if (p != NULL) {
-            c->buf = p;
-            c->cap = TRANSPORT_RECV_CHUNK;
-        }
-    }
-    return true;
+    pthread_mutex_unlock(&t->cq_mtx);
+    return NULL;
 }
 
 /* Under c->mtx: read what comes next. */
 static void conn_read_locked(struct in_conn *c)
 {
-    nng_iov iov = {.iov_buf = c->buf + c->have, .iov_len = c->cap - c->have};
-    if (c->closing || nng_aio_set_iov(c->recv_aio, 1, &iov) != 0) {
+    if (c->closing || spstream_rbuf_arm(&c->r, c->recv_aio) != 0) {
         (void)conn_close_locked(c);
         return;
     }
@@ -558,10 +316,16 @@ static void conn_read_locked(struct in_conn *c)
 static void conn_recv_cb(void *arg)
 {
     struct in_conn *c = arg;
+    struct transport *t = c->ln->t;
     bool ok = nng_aio_result(c->recv_aio) == 0;
     if (ok) { /* the buffer is ours alone while no read is posted */
-        c->have += nng_aio_count(c->recv_aio);
-        ok = conn_deliver(c);
+        enum spstream_deliver d = spstream_rbuf_deliver(
+            &c->r, nng_aio_count(c->recv_aio), c->ln->peer_proto, t->max_frame, conn_frame, c);
+        if (d == SPSTREAM_BAD)
+            atomic_fetch_add(c->ln->origin == TRANSPORT_FROM_CLIENT ? &t->client_bad_frames
+                                                                    : &t->peer_bad_frames,
+                             1);
+        ok = d == SPSTREAM_OK;
     }
     pthread_mutex_lock(&c->mtx);
     c->reading = false;
@@ -586,14 +350,12 @@ static struct in_conn *conn_new(struct listener *ln, nng_stream *s)
         free(c);
         return NULL;
     }
-    if ((c->buf = malloc(TRANSPORT_RECV_CHUNK)) == NULL ||
-        nng_aio_alloc(&c->recv_aio, conn_recv_cb, c) != 0 ||
+    if (spstream_rbuf_init(&c->r) != 0 || nng_aio_alloc(&c->recv_aio, conn_recv_cb, c) != 0 ||
         nng_aio_alloc(&c->send_aio, conn_send_cb, c) != 0) {
         c->stream = NULL; /* the caller still owns it */
         conn_free(c);
         return NULL;
     }
-    c->cap = TRANSPORT_RECV_CHUNK;
     return c;
 }
 
@@ -605,15 +367,16 @@ static void accept_cb(void *arg)
     if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
         return;
     conns_reap(t);
-    if (rv != 0) {
-        nng_stream_listener_accept(ln->l, ln->accept_aio);
+    if (rv != 0) { /* out of descriptors, say: try again shortly, not at once */
+        nng_sleep_aio(TRANSPORT_ACCEPT_RETRY_MS, ln->sleep_aio);
         return;
     }
     nng_stream *s = nng_aio_get_output(ln->accept_aio, 0);
     struct in_conn *c = conn_new(ln, s);
-    bool listed = false;
+    bool listed = false, warn = false;
+    uint64_t refused = 0;
     pthread_mutex_lock(&t->conn_mtx);
-    if (c != NULL && !t->stopping && t->nlive < TRANSPORT_MAX_CONNS) {
+    if (c != NULL && !t->stopping && ln->nlive < ln->max_conns) {
         /* A free slot; the id names the slot and how often it was used. */
         uint32_t slot = t->next_conn_id % TRANSPORT_MAX_CONNS;
         while (t->slots[slot] != NULL)
@@ -624,8 +387,15 @@ static void accept_cb(void *arg)
             c->id = (++t->conn_generation) * TRANSPORT_MAX_CONNS + slot;
         t->next_conn_id = slot + 1;
         t->slots[slot] = c;
-        t->nlive++;
+        ln->nlive++;
         listed = true;
+    } else if (!t->stopping) {
+        refused = ++ln->refused;
+        uint64_t now = mono_now_ms();
+        if (ln->refusal_logged_ms == 0 || now - ln->refusal_logged_ms >= TRANSPORT_REFUSAL_LOG_MS) {
+            ln->refusal_logged_ms = now;
+            warn = true;
+        }
     }
     pthread_mutex_unlock(&t->conn_mtx);
     if (!listed) {
@@ -634,14 +404,22 @@ static void accept_cb(void *arg)
             conn_free(c);
         }
         nng_stream_free(s);
-        LOG_WARN("L0305", "refused a %s connection (%u open, or out of memory)",
-                 ln->origin == TRANSPORT_FROM_PEER ? "peer" : "client", TRANSPORT_MAX_CONNS);
+        if (warn)
+            LOG_WARN("L0305",
+                     "refused a %s connection: %u open, the most allowed (or out of memory); "
+                     "%llu refused so far",
+                     ln->origin == TRANSPORT_FROM_PEER ? "peer" : "client", ln->max_conns,
+                     (unsigned long long)refused);
     } else {
         pthread_mutex_lock(&c->mtx);
+        if (ln->origin == TRANSPORT_FROM_CLIENT) { /* a client that does not read loses replies */
+            c->q.max_msgs = TRANSPORT_CLIENT_SEND_MSGS;
+            c->q.max_bytes = TRANSPORT_CLIENT_SEND_BYTES;
+        }
         /* Our handshake first (a frame-less send), then read. */
         uint8_t hs[SPFRAME_HANDSHAKE];
         spframe_handshake(hs, ln->self_proto);
-        if (sendq_push(&c->q, hs, sizeof(hs), NULL, 0)) {
+        if (spstream_sendq_push(&c->q, hs, sizeof(hs), NULL, 0)) {
             conn_start_send(c);
         } else {
             (void)conn_close_locked(c);
@@ -655,6 +433,13 @@ static void accept_cb(void *arg)
     nng_stream_listener_accept(ln->l, ln->accept_aio);
 }
 
+static void accept_retry_cb(void *arg)
+{
+    struct listener *ln = arg;
+    if (nng_aio_result(ln->sleep_aio) == 0)
+        nng_stream_listener_accept(ln->l, ln->accept_aio);
+}
+
 static int listener_start(struct transport *t, struct listener *ln, enum transport_origin origin,
                           const char *url, struct tally_err *err)
 {
@@ -664,7 +449,10 @@ static int listener_start(struct transport *t, struct listener *ln, enum transpo
     ln->origin = origin;
     ln->self_proto = origin == TRANSPORT_FROM_PEER ? SPFRAME_PULL0 : SPFRAME_PAIR1;
     ln->peer_proto = origin == TRANSPORT_FROM_PEER ? SPFRAME_PUSH0 : SPFRAME_PAIR1;
+    ln->max_conns =
+        origin == TRANSPORT_FROM_PEER ? TRANSPORT_MAX_PEER_CONNS : TRANSPORT_MAX_CLIENT_CONNS;
     if ((rv = nng_aio_alloc(&ln->accept_aio, accept_cb, ln)) != 0 ||
+        (rv = nng_aio_alloc(&ln->sleep_aio, accept_retry_cb, ln)) != 0 ||
         (rv = nng_stream_listener_alloc(&ln->l, url)) != 0)
         return tally_errf(err, TALLY_EIO, "%s address %s: %s", what, url, nng_strerror(rv));
     (void)nng_stream_listener_set_bool(ln->l, NNG_OPT_TCP_NODELAY, true);
@@ -680,10 +468,14 @@ static void listener_stop(struct listener *ln)
 {
     if (ln->l != NULL)
         nng_stream_listener_close(ln->l);
-    if (ln->accept_aio != NULL) {
+    if (ln->sleep_aio != NULL)
+        nng_aio_stop(ln->sleep_aio);
+    if (ln->accept_aio != NULL)
         nng_aio_stop(ln->accept_aio);
+    if (ln->sleep_aio != NULL)
+        nng_aio_free(ln->sleep_aio);
+    if (ln->accept_aio != NULL)
         nng_aio_free(ln->accept_aio);
-    }
     if (ln->l != NULL)
         nng_stream_listener_free(ln->l);
 }
@@ -703,18 +495,31 @@ int transport_start(const struct transport_opts *o, struct transport **out, stru
     for (uint32_t i = 0; i < o->n; i++) {
         t->peers[i].t = t;
         t->peers[i].id = i;
-        atomic_init(&t->peers[i].connected, false);
     }
     if (pthread_mutex_init(&t->conn_mtx, NULL) != 0) {
         rc = tally_errf(err, TALLY_EIO, "transport: no mutex");
         goto fail;
     }
     t->conn_mtx_ok = true;
+    if (pthread_mutex_init(&t->cq_mtx, NULL) != 0 || pthread_cond_init(&t->cq_cond, NULL) != 0) {
+        rc = tally_errf(err, TALLY_EIO, "transport: no mutex");
+        goto fail;
+    }
+    t->cq_ok = true;
+    /* One client thread is enough when the replicas share a small machine. */
+    unsigned nthreads = sysconf(_SC_NPROCESSORS_ONLN) >= 8 ? 2 : 1;
+    for (unsigned i = 0; i < nthreads; i++) {
+        if (pthread_create(&t->cthreads[i], NULL, client_thread_main, t) != 0) {
+            rc = tally_errf(err, TALLY_EIO, "transport: cannot start a client thread");
+            goto fail;
+        }
+        t->ncthreads++;
+    }
     if ((rc = listener_start(t, &t->peer_ln, TRANSPORT_FROM_PEER, o->peer_listen, err)) != 0 ||
         (rc = listener_start(t, &t->client_ln, TRANSPORT_FROM_CLIENT, o->client_listen, err)) != 0)
         goto fail;
     for (uint32_t i = 0; i < o->n; i++)
-        if (i != o->self && (rc = link_start(t, i, err)) != TALLY_OK)
+        if (i != o->self && (rc = peer_start(t, i, err)) != TALLY_OK)
             goto fail;
     *out = t;
     return TALLY_OK;
@@ -728,8 +533,16 @@ void transport_stop(struct transport *t)
 {
     if (t == NULL)
         return;
+    if (t->cq_ok) {
+        pthread_mutex_lock(&t->cq_mtx);
+        t->cq_stop = true;
+        pthread_cond_broadcast(&t->cq_cond);
+        pthread_mutex_unlock(&t->cq_mtx);
+    }
+    for (unsigned i = 0; i < t->ncthreads; i++)
+        pthread_join(t->cthreads[i], NULL);
     for (uint32_t i = 0; i < t->o.n; i++)
-        link_stop(&t->peers[i]);
+        spstream_link_stop(t->peers[i].link);
     listener_stop(&t->peer_ln);
     listener_stop(&t->client_ln);
     if (!t->conn_mtx_ok) {
@@ -755,6 +568,12 @@ void transport_stop(struct transport *t)
     }
     conns_reap(t);
     pthread_mutex_destroy(&t->conn_mtx);
+    if (t->cq_ok) {
+        for (size_t k = 0; k < t->cq_len; k++)
+            nng_msg_free(t->cq[(t->cq_head + k) % TRANSPORT_CLIENT_QUEUE].msg);
+        pthread_mutex_destroy(&t->cq_mtx);
+        pthread_cond_destroy(&t->cq_cond);
+    }
     free(t);
 }
 
@@ -764,17 +583,7 @@ void transport_send_peer(struct transport *t, uint32_t to, const uint8_t *bytes,
 {
     if (to >= t->o.n || to == t->o.self)
         return;
-    struct peer_link *l = &t->peers[to];
-    bool queued = false;
-    uint8_t hdr[SPFRAME_MAX_HEADER];
-    size_t hlen = spframe_header(hdr, len, false);
-    pthread_mutex_lock(&l->mtx);
-    if (!l->stopping && sendq_push(&l->q, hdr, hlen, bytes, len)) {
-        queued = true;
-        if (l->stream != NULL && !l->closing && !l->q.sending)
-            link_start_send(l);
-    }
-    pthread_mutex_unlock(&l->mtx);
+    bool queued = spstream_link_send(t->peers[to].link, bytes, len);
     atomic_fetch_add(queued ? &t->peer_sent : &t->peer_send_dropped, 1);
 }
 
@@ -805,7 +614,7 @@ uint32_t transport_peers_connected(const struct transport *t)
 {
     uint32_t c = 0;
     for (uint32_t i = 0; i < t->o.n; i++)
-        if (i != t->o.self && atomic_load(&t->peers[i].connected))
+        if (i != t->o.self && spstream_link_connected(t->peers[i].link))
             c++;
     return c;
 }
@@ -814,7 +623,7 @@ int transport_peer_is_connected(const struct transport *t, uint32_t id)
 {
     if (id >= t->o.n || id == t->o.self)
         return 0;
-    return atomic_load(&t->peers[id].connected);
+    return spstream_link_connected(t->peers[id].link);
 }
 
 void transport_get_stats(const struct transport *t, struct transport_stats *out)
@@ -829,5 +638,6 @@ void transport_get_stats(const struct transport *t, struct transport_stats *out)
     out->peer_closed = atomic_load(&m->peer_closed);
     out->client_closed = atomic_load(&m->client_closed);
     out->peer_bad_frames = atomic_load(&m->peer_bad_frames);
+    out->client_queue_full = atomic_load(&m->client_queue_full);
     out->client_bad_frames = atomic_load(&m->client_bad_frames);
 }

@@ -10,24 +10,30 @@
  * every other replica and reads them as NNG's pull0 would; one outbound
  * stream per other replica writes to it as push0 would, redialing (20 ms
  * doubling to 500 ms) whenever it is down. Sends toward peers never block: up
- * to TRANSPORT_BUFFER_MSGS messages wait per peer (while it is away too), and
+ * to SPSTREAM_QUEUE_MSGS messages wait per peer (while it is away too), and
  * beyond that they are dropped and counted. Envelopes are signed, so the
  * listener needs no notion of who is connected.
  *
- * Clients: one listener on client_address speaks pair1 (what NNG's pair1
- * sockets in tools/lib/client.c dial). Every received message carries its
- * connection's id, and replies go back to that id (transport_send_client),
- * queued as a peer's are.
+ * Clients: one listener on client_address speaks pair1 (as NNG's pair1
+ * does). Every received message carries its connection's id, and replies go
+ * back to that id (transport_send_client), up to 64 queued per client (a
+ * client that does not read loses replies, not our memory).
  *
  * Receiving: each connection has one read in flight. When it completes, on
- * one of NNG's task threads, every whole frame in the buffer goes to on_recv
- * on that thread (ownership of the nng_msg moves to the callback), which
- * verifies it and queues it for the loop; then the next read is posted. So
- * messages from one connection are handled in order, and different
- * connections in parallel. When the callback answers false the connection is
+ * one of NNG's task threads, every whole frame in the buffer is handed on and
+ * then the next read is posted, so messages from one connection keep their
+ * order and different connections are read in parallel. A peer's message
+ * goes to on_recv right there (it verifies and queues for the loop): no
+ * thread hand-off on the replicas' critical path. A client's goes through a
+ * bounded queue (dropped and counted when full) to a client thread (1, or 2
+ * with 8 or more CPUs) that calls on_recv, so that floods of client
+ * connections cannot hold the threads the replicas' traffic needs. Ownership
+ * of the nng_msg moves to on_recv; when it answers false the connection is
  * closed (a peer redials by itself). A frame longer than max_message_bytes is
- * never read: its connection is closed when its length arrives. At most
- * TRANSPORT_MAX_CONNS connections are open at once; more are refused.
+ * never read: its connection is closed when its length arrives; so is one
+ * whose handshake does not arrive within 10 s. At most 64 peer and 1024
+ * client connections are open at once; more are refused (a warning every
+ * 10 s at most).
  *
  * Prefix: transport_. Thread-safe: sends may come from any thread. */
 #ifndef TALLY_TRANSPORT_H
@@ -40,13 +46,14 @@
 #include <nng/nng.h>
 
 #include "src/err.h"
+#include "src/spstream.h"
 
 #define TRANSPORT_MAX_PEERS 16
-#define TRANSPORT_BUFFER_MSGS 1024 /* queued toward one connection, in messages (MEASURED.md) */
 
 enum transport_origin { TRANSPORT_FROM_PEER, TRANSPORT_FROM_CLIENT };
 
-/* Called on an NNG task thread for every received message. Ownership of msg
+/* Called on an NNG task thread (peers) or a client thread for every received
+ * message. Ownership of msg
  * moves to the callee (nng_msg_free it). pipe identifies the connection (the
  * client's, for replies). Must not wait for other threads. Returns false to
  * have the connection closed. */
@@ -72,6 +79,7 @@ struct transport_stats {
     /* connections closed before a message was read: a bad handshake or a
      * frame that is malformed or longer than max_message_bytes */
     uint64_t peer_bad_frames, client_bad_frames;
+    uint64_t client_queue_full; /* client messages dropped: the client threads were behind */
 };
 
 struct transport;

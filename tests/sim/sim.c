@@ -153,7 +153,7 @@ struct sim_ref {
 };
 
 /* Sends held for a replica that is down (see net_send). */
-#define SIM_HELD_MAX 1024 /* TRANSPORT_BUFFER_MSGS */
+#define SIM_HELD_MAX 1024 /* SPSTREAM_QUEUE_MSGS */
 struct sim_link {
     struct {
         uint8_t *bytes;
@@ -285,9 +285,9 @@ static bool partitioned(const struct sim *s, uint32_t node)
            s->now >= s->sc->partition_from_ms && s->now < s->sc->partition_to_ms;
 }
 
-/* tallyd's push socket to a peer keeps what it sends while that peer is
- * down, up to TRANSPORT_BUFFER_MSGS (then new sends are dropped), and NNG
- * delivers them in order once the peer is back: a restarted replica first
+/* tallyd's link toward a peer keeps what it sends while that peer is
+ * down, up to SPSTREAM_QUEUE_MSGS (then new sends are dropped), and
+ * writes them in order once the peer is back: a restarted replica first
  * receives what it missed. The model holds them per link likewise; a
  * sender's held messages die with it. */
 static void link_hold(struct sim *s, uint32_t from, uint32_t to, const uint8_t *bytes, size_t len)

@@ -1,7 +1,6 @@
 /* Client library: see client.h. */
 #include "tools/lib/client.h"
 
-#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,30 +8,61 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
-#include <nng/protocol/pair1/pair.h>
 
 #include "src/msg.h"
 #include "src/mono.h"
+#include "src/spstream.h"
 
-#define CLIENT_BUFFER_MSGS 1024
-#define CLIENT_RECONN_MIN_MS 20
-#define CLIENT_RECONN_MAX_MS 500
+#define CLIENT_INBOX_MSGS 4096 /* replies held per replica until taken */
 #define CLIENT_QUERY_RETRY_MS 250
+
+/* Messages from one replica, filled by its link's read callback (on an NNG
+ * thread) and taken by the client's thread. */
+struct inbox {
+    struct client *c;
+    nng_msg *msgs[CLIENT_INBOX_MSGS]; /* a ring */
+    size_t head, count;
+};
 
 struct client {
     const struct tally_config *cfg;
     uint32_t n;
-    nng_socket socks[CONFIG_MAX_REPLICAS];
-    bool open[CONFIG_MAX_REPLICAS];
-    int fds[CONFIG_MAX_REPLICAS];
+    struct spstream_link *links[CONFIG_MAX_REPLICAS];
     size_t max_body;
     uint64_t next_request_id;
     struct msg_buf buf;
+    pthread_mutex_t mtx; /* the inboxes */
+    pthread_cond_t cond; /* something arrived (CLOCK_MONOTONIC) */
+    bool sync_ok;
+    struct inbox inbox[CONFIG_MAX_REPLICAS];
 };
+
+/* A frame from a replica (on an NNG thread): into its inbox, or dropped
+ * when the inbox is full (the client re-sends what stays unanswered). */
+static bool on_frame(void *ctx, const uint8_t *body, size_t len)
+{
+    struct inbox *ib = ctx;
+    struct client *c = ib->c;
+    nng_msg *msg = NULL;
+    if (nng_msg_alloc(&msg, len) != 0)
+        return true;
+    memcpy(nng_msg_body(msg), body, len);
+    pthread_mutex_lock(&c->mtx);
+    if (ib->count < CLIENT_INBOX_MSGS) {
+        ib->msgs[(ib->head + ib->count) % CLIENT_INBOX_MSGS] = msg;
+        ib->count++;
+        msg = NULL;
+        pthread_cond_signal(&c->cond);
+    }
+    pthread_mutex_unlock(&c->mtx);
+    if (msg != NULL)
+        nng_msg_free(msg);
+    return true;
+}
 
 int client_open(const struct tally_config *cfg, struct client **out, struct tally_err *err)
 {
-    int rc = 0, rv;
+    int rc = 0;
     struct client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return tally_errf(err, TALLY_ENOMEM, "out of memory");
@@ -41,25 +71,30 @@ int client_open(const struct tally_config *cfg, struct client **out, struct tall
     c->max_body = cfg->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
     c->next_request_id = mono_now_us() ^ ((uint64_t)getpid() << 40);
     msg_buf_init(&c->buf);
+    pthread_condattr_t ca;
+    if (pthread_mutex_init(&c->mtx, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
+        free(c);
+        return tally_errf(err, TALLY_EIO, "no mutex");
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int crv = pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (crv != 0) {
+        pthread_mutex_destroy(&c->mtx);
+        free(c);
+        return tally_errf(err, TALLY_EIO, "no condition variable");
+    }
+    c->sync_ok = true;
     for (uint32_t i = 0; i < c->n; i++) {
-        const char *addr = cfg->replicas[i].client_address;
-        if ((rv = nng_pair1_open(&c->socks[i])) != 0) {
-            rc = tally_errf(err, TALLY_EIO, "opening a socket: %s", nng_strerror(rv));
-            goto fail;
-        }
-        c->open[i] = true;
-        if ((rv = nng_socket_set_int(c->socks[i], NNG_OPT_RECVBUF, CLIENT_BUFFER_MSGS)) != 0 ||
-            (rv = nng_socket_set_int(c->socks[i], NNG_OPT_SENDBUF, CLIENT_BUFFER_MSGS)) != 0 ||
-            (rv = nng_socket_set_size(c->socks[i], NNG_OPT_RECVMAXSZ,
-                                      (size_t)cfg->max_message_bytes)) != 0 ||
-            (rv = nng_socket_set_ms(c->socks[i], NNG_OPT_RECONNMINT, CLIENT_RECONN_MIN_MS)) != 0 ||
-            (rv = nng_socket_set_ms(c->socks[i], NNG_OPT_RECONNMAXT, CLIENT_RECONN_MAX_MS)) != 0 ||
-            (rv = nng_socket_get_int(c->socks[i], NNG_OPT_RECVFD, &c->fds[i])) != 0) {
-            rc = tally_errf(err, TALLY_EIO, "socket options: %s", nng_strerror(rv));
-            goto fail;
-        }
-        if ((rv = nng_dial(c->socks[i], addr, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-            rc = tally_errf(err, TALLY_EIO, "replica %u at %s: %s", i, addr, nng_strerror(rv));
+        c->inbox[i].c = c;
+        struct spstream_link_opts lo = {.url = cfg->replicas[i].client_address,
+                                        .self = SPFRAME_PAIR1,
+                                        .peer = SPFRAME_PAIR1,
+                                        .on_frame = on_frame,
+                                        .max_body = (size_t)cfg->max_message_bytes,
+                                        .ctx = &c->inbox[i]};
+        if ((rc = spstream_link_start(&lo, &c->links[i], err)) != 0) {
+            tally_err_wrap(err, "replica %u: ", i);
             goto fail;
         }
     }
@@ -70,69 +105,18 @@ fail:
     return rc;
 }
 
-/* Closing runs on a helper thread with a bounded wait: NNG 1.5.2's nng_close
- * occasionally never returns (about 1 in 50 short-lived clients here). When
- * that happens the sockets are abandoned (the process is usually about to
- * exit) instead of hanging the caller. */
-struct closer {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done, abandoned;
-    uint32_t n;
-    nng_socket socks[CONFIG_MAX_REPLICAS];
-};
-
-static void closer_free(struct closer *k)
-{
-    pthread_mutex_destroy(&k->lock);
-    pthread_cond_destroy(&k->cond);
-    free(k);
-}
-
-static void *closer_main(void *arg)
-{
-    struct closer *k = arg;
-    for (uint32_t i = 0; i < k->n; i++)
-        nng_close(k->socks[i]);
-    pthread_mutex_lock(&k->lock);
-    k->done = true;
-    bool abandoned = k->abandoned;
-    pthread_cond_signal(&k->cond);
-    pthread_mutex_unlock(&k->lock);
-    if (abandoned)
-        closer_free(k);
-    return NULL;
-}
-
 void client_close(struct client *c)
 {
     if (c == NULL)
         return;
-    struct closer *k = calloc(1, sizeof(*k));
-    if (k != NULL) {
-        pthread_mutex_init(&k->lock, NULL);
-        pthread_cond_init(&k->cond, NULL);
-        for (uint32_t i = 0; i < c->n; i++)
-            if (c->open[i])
-                k->socks[k->n++] = c->socks[i];
-        pthread_t t;
-        if (pthread_create(&t, NULL, closer_main, k) == 0) {
-            pthread_detach(t);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_mutex_lock(&k->lock);
-            while (!k->done)
-                if (pthread_cond_timedwait(&k->cond, &k->lock, &ts) != 0)
-                    break;
-            bool done = k->done;
-            k->abandoned = !done;
-            pthread_mutex_unlock(&k->lock);
-            if (done)
-                closer_free(k);
-        } else {
-            closer_free(k);
-        }
+    for (uint32_t i = 0; i < c->n; i++)
+        spstream_link_stop(c->links[i]); /* no callback runs after this */
+    for (uint32_t i = 0; i < c->n; i++)
+        for (size_t k = 0; k < c->inbox[i].count; k++)
+            nng_msg_free(c->inbox[i].msgs[(c->inbox[i].head + k) % CLIENT_INBOX_MSGS]);
+    if (c->sync_ok) {
+        pthread_mutex_destroy(&c->mtx);
+        pthread_cond_destroy(&c->cond);
     }
     msg_buf_free(&c->buf);
     free(c);
@@ -140,9 +124,9 @@ void client_close(struct client *c)
 
 static void send_to(struct client *c, uint32_t i, const uint8_t *bytes, size_t len)
 {
-    /* Queued in the socket's send buffer while the replica is not connected;
-     * dropped when even that is full (a retry sends it again). */
-    (void)nng_send(c->socks[i], (void *)bytes, len, NNG_FLAG_NONBLOCK);
+    /* Held while the replica is not connected; dropped when even that queue
+     * is full (a retry sends it again). */
+    (void)spstream_link_send(c->links[i], bytes, len);
 }
 
 static void send_all(struct client *c, const uint8_t *bytes, size_t len)
@@ -151,24 +135,52 @@ static void send_all(struct client *c, const uint8_t *bytes, size_t len)
         send_to(c, i, bytes, len);
 }
 
-/* Wait until a socket is readable or timeout_us passes. */
-static void wait_readable(struct client *c, uint64_t timeout_us)
+static bool inbox_any(const struct client *c)
 {
-    struct pollfd pfd[CONFIG_MAX_REPLICAS];
     for (uint32_t i = 0; i < c->n; i++)
-        pfd[i] = (struct pollfd){.fd = c->fds[i], .events = POLLIN};
-    int ms = (int)((timeout_us + 999) / 1000);
-    (void)poll(pfd, c->n, ms);
+        if (c->inbox[i].count > 0)
+            return true;
+    return false;
 }
 
-/* Receive one message from socket i (non-blocking), decode and verify it as
+/* Wait until a message has arrived or timeout_us passes. */
+static void wait_readable(struct client *c, uint64_t timeout_us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (timeout_us % 1000000u) * 1000u;
+    ts.tv_sec += (time_t)(timeout_us / 1000000u + ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    pthread_mutex_lock(&c->mtx);
+    while (!inbox_any(c))
+        if (pthread_cond_timedwait(&c->cond, &c->mtx, &ts) != 0)
+            break;
+    pthread_mutex_unlock(&c->mtx);
+}
+
+/* Take the next message from replica i's inbox, or NULL. */
+static nng_msg *inbox_take(struct client *c, uint32_t i)
+{
+    struct inbox *ib = &c->inbox[i];
+    nng_msg *msg = NULL;
+    pthread_mutex_lock(&c->mtx);
+    if (ib->count > 0) {
+        msg = ib->msgs[ib->head];
+        ib->head = (ib->head + 1) % CLIENT_INBOX_MSGS;
+        ib->count--;
+    }
+    pthread_mutex_unlock(&c->mtx);
+    return msg;
+}
+
+/* Take one message from replica i (non-blocking), decode and verify it as
  * coming from a replica of the config. 0 when *m is valid (msg owned by the
  * caller: nng_msg_free), nonzero when there is nothing (more) or it was bad. */
 static int recv_verified(struct client *c, uint32_t i, nng_msg **msgp, struct msg *m, bool *more)
 {
-    nng_msg *msg = NULL;
     *more = false;
-    if (nng_recvmsg(c->socks[i], &msg, NNG_FLAG_NONBLOCK) != 0)
+    nng_msg *msg = inbox_take(c, i);
+    if (msg == NULL)
         return -1;
     *more = true;
     if (msg_decode(nng_msg_body(msg), nng_msg_len(msg), c->max_body, m, NULL) != 0 ||

@@ -1,16 +1,17 @@
 /* Client library: talk to a Tally cluster as a client.
  *
- * One pair1 socket per replica dials that replica's client_address (NNG
- * reconnects by itself). Requests go to ALL replicas (so every replica knows
- * where to send its REPLY); a transaction's receipt is accepted once f+1
+ * One link per replica (src/spstream.h: NNG's pair1 wire format on an NNG
+ * stream) dials that replica's client_address and redials by itself. Requests go to ALL replicas
+ * (so every replica knows where to send its REPLY); a transaction's receipt is accepted once f+1
  * distinct replicas sent validly signed REPLY entries that match on (tx hash,
  * height, block hash, result). Transactions still unanswered after the retry
  * interval are re-sent to all replicas. Queries need f+1 matching signed
  * QUERY_REPLYs (matching on found and the answer, not on the ledger height).
  * Many transactions may be outstanding at once (client_submit).
  *
- * Single-threaded: a struct client is used by one thread at a time. Waiting
- * uses poll() over the sockets' receive descriptors. Prefix: client_. */
+ * Single-threaded: a struct client is used by one thread at a time. Replies
+ * are read on NNG's threads into a bounded inbox per replica; waiting is on a
+ * condition variable over the inboxes. Prefix: client_. */
 #ifndef TALLY_CLIENT_H
 #define TALLY_CLIENT_H
 

@@ -1,0 +1,477 @@
+/* SP over NNG streams: see spstream.h. */
+#include "src/spstream.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SPSTREAM_RECV_CHUNK (64u * 1024u)
+#define SPSTREAM_RECONN_MIN_MS 20
+#define SPSTREAM_RECONN_MAX_MS 500
+
+/* ---- send queue ---------------------------------------------------------------- */
+
+static int grow(uint8_t **data, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need)
+        c *= 2;
+    uint8_t *p = realloc(*data, c);
+    if (p == NULL)
+        return -1;
+    *data = p;
+    *cap = c;
+    return 0;
+}
+
+bool spstream_sendq_push(struct spstream_sendq *q, const uint8_t *hdr, size_t hlen,
+                         const uint8_t *body, size_t len)
+{
+    size_t need = q->pending_len + hlen + len;
+    size_t max_msgs = q->max_msgs ? q->max_msgs : SPSTREAM_QUEUE_MSGS;
+    size_t max_bytes = q->max_bytes ? q->max_bytes : SPSTREAM_QUEUE_BYTES;
+    if (q->pending_len > 0 && (q->pending_msgs >= max_msgs || need > max_bytes))
+        return false;
+    if (grow(&q->pending, &q->pending_cap, need) != 0)
+        return false;
+    memcpy(q->pending + q->pending_len, hdr, hlen);
+    if (len > 0)
+        memcpy(q->pending + q->pending_len + hlen, body, len);
+    q->pending_len = need;
+    q->pending_msgs++;
+    return true;
+}
+
+bool spstream_sendq_has_work(const struct spstream_sendq *q)
+{
+    return q->inflight_len > 0 || q->pending_len > 0;
+}
+
+void spstream_sendq_take(struct spstream_sendq *q)
+{
+    if (q->inflight_len == 0) { /* swap: pending becomes the write */
+        uint8_t *b = q->inflight;
+        size_t cap = q->inflight_cap;
+        q->inflight = q->pending;
+        q->inflight_cap = q->pending_cap;
+        q->inflight_len = q->pending_len;
+        q->inflight_off = 0;
+        q->pending = b;
+        q->pending_cap = cap;
+        q->pending_len = 0;
+        q->pending_msgs = 0;
+    }
+}
+
+int spstream_sendq_start(struct spstream_sendq *q, nng_stream *s, nng_aio *aio)
+{
+    spstream_sendq_take(q);
+    nng_iov iov = {.iov_buf = q->inflight + q->inflight_off,
+                   .iov_len = q->inflight_len - q->inflight_off};
+    if (nng_aio_set_iov(aio, 1, &iov) != 0)
+        return -1;
+    q->sending = true;
+    nng_stream_send(s, aio);
+    return 0;
+}
+
+void spstream_sendq_wrote(struct spstream_sendq *q, size_t n)
+{
+    q->sending = false;
+    q->inflight_off += n;
+    if (q->inflight_off >= q->inflight_len) {
+        q->inflight_len = 0;
+        q->inflight_off = 0;
+    }
+}
+
+void spstream_sendq_drop_inflight(struct spstream_sendq *q)
+{
+    q->sending = false;
+    q->inflight_len = 0;
+    q->inflight_off = 0;
+}
+
+void spstream_sendq_requeue_unsent(struct spstream_sendq *q)
+{
+    /* Our own frames: each is its u64 length and that many bytes. */
+    size_t off = 0, msgs = 0, start = q->inflight_len;
+    while (off + SPFRAME_HEADER <= q->inflight_len) {
+        uint64_t len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | q->inflight[off + (size_t)i];
+        if (off >= q->inflight_off && start == q->inflight_len)
+            start = off;
+        if (off >= q->inflight_off)
+            msgs++;
+        off += SPFRAME_HEADER + (size_t)len;
+    }
+    size_t unsent = q->inflight_len - start;
+    if (unsent > 0 && grow(&q->pending, &q->pending_cap, q->pending_len + unsent) == 0) {
+        memmove(q->pending + unsent, q->pending, q->pending_len);
+        memcpy(q->pending, q->inflight + start, unsent);
+        q->pending_len += unsent;
+        q->pending_msgs += msgs;
+    }
+    spstream_sendq_drop_inflight(q);
+}
+
+void spstream_sendq_free(struct spstream_sendq *q)
+{
+    free(q->pending);
+    free(q->inflight);
+    memset(q, 0, sizeof(*q));
+}
+
+/* ---- receive buffer ------------------------------------------------------------- */
+
+int spstream_rbuf_init(struct spstream_rbuf *r)
+{
+    memset(r, 0, sizeof(*r));
+    if ((r->buf = malloc(SPSTREAM_RECV_CHUNK)) == NULL)
+        return -1;
+    r->cap = SPSTREAM_RECV_CHUNK;
+    return 0;
+}
+
+void spstream_rbuf_free(struct spstream_rbuf *r)
+{
+    free(r->buf);
+    memset(r, 0, sizeof(*r));
+}
+
+int spstream_rbuf_arm(struct spstream_rbuf *r, nng_aio *aio)
+{
+    nng_aio_set_timeout(aio, r->got_hs ? NNG_DURATION_INFINITE : SPSTREAM_HANDSHAKE_MS);
+    nng_iov iov = {.iov_buf = r->buf + r->have, .iov_len = r->cap - r->have};
+    return nng_aio_set_iov(aio, 1, &iov) == 0 ? 0 : -1;
+}
+
+enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
+                                            enum spframe_proto peer, size_t max_body,
+                                            spstream_frame_fn fn, void *ctx)
+{
+    bool pair1 = peer == SPFRAME_PAIR1;
+    size_t off = 0;
+    r->have += n;
+    if (!r->got_hs) {
+        if (r->have < SPFRAME_HANDSHAKE)
+            return SPSTREAM_OK;
+        if (!spframe_handshake_ok(r->buf, peer))
+            return SPSTREAM_BAD;
+        r->got_hs = true;
+        off = SPFRAME_HANDSHAKE;
+    }
+    for (;;) {
+        struct spframe_next f;
+        enum spframe_status st = spframe_parse(r->buf + off, r->have - off, max_body, pair1, &f);
+        if (st == SPFRAME_BAD)
+            return SPSTREAM_BAD;
+        if (st == SPFRAME_NEED) {
+            if (f.need > r->cap) { /* grow for this one frame (its length is bounded) */
+                memmove(r->buf, r->buf + off, r->have - off);
+                r->have -= off;
+                off = 0;
+                uint8_t *p = realloc(r->buf, f.need);
+                if (p == NULL)
+                    return SPSTREAM_REJECTED;
+                r->buf = p;
+                r->cap = f.need;
+            }
+            break;
+        }
+        if (st == SPFRAME_SKIP)
+            return SPSTREAM_BAD;
+        off += f.consumed;
+        if (!fn(ctx, f.body, f.len))
+            return SPSTREAM_REJECTED;
+    }
+    if (off > 0) {
+        memmove(r->buf, r->buf + off, r->have - off);
+        r->have -= off;
+    }
+    if (r->have <= SPSTREAM_RECV_CHUNK / 2 && r->cap > 4 * SPSTREAM_RECV_CHUNK) {
+        /* give back a big frame's room */
+        uint8_t *p = realloc(r->buf, SPSTREAM_RECV_CHUNK);
+        if (p != NULL) {
+            r->buf = p;
+            r->cap = SPSTREAM_RECV_CHUNK;
+        }
+    }
+    return SPSTREAM_OK;
+}
+
+/* ---- outbound link -------------------------------------------------------------- */
+
+struct spstream_link {
+    struct spstream_link_opts o;
+    nng_stream_dialer *dialer;
+    nng_aio *dial_aio, *sleep_aio, *send_aio, *recv_aio;
+    pthread_mutex_t mtx;
+    bool mtx_ok;
+    /* Under mtx: */
+    nng_stream *stream; /* NULL while down */
+    bool reading, closing, stopping;
+    bool inflight_hs; /* the write in flight is our handshake */
+    struct spstream_sendq q;
+    nng_duration backoff;
+    /* Owned by the read callback (reset under mtx while no read is posted): */
+    struct spstream_rbuf r;
+    atomic_bool connected;
+};
+
+static void link_schedule_redial(struct spstream_link *l)
+{
+    if (l->stopping)
+        return;
+    nng_sleep_aio(l->backoff, l->sleep_aio);
+    l->backoff *= 2;
+    if (l->backoff > SPSTREAM_RECONN_MAX_MS)
+        l->backoff = SPSTREAM_RECONN_MAX_MS;
+}
+
+/* Once nothing is in flight on a failed stream, free it and dial again. */
+static void link_reap_if_idle(struct spstream_link *l)
+{
+    if (!l->closing || l->q.sending || l->reading)
+        return;
+    nng_stream_free(l->stream);
+    l->stream = NULL;
+    l->closing = false;
+    if (l->inflight_hs)
+        spstream_sendq_drop_inflight(&l->q);
+    else
+        spstream_sendq_requeue_unsent(&l->q); /* for the next connection */
+    l->inflight_hs = false;
+    link_schedule_redial(l);
+}
+
+static void link_fail(struct spstream_link *l)
+{
+    if (l->stream == NULL || l->closing)
+        return;
+    l->closing = true;
+    if (atomic_exchange(&l->connected, false) && l->o.on_state != NULL)
+        l->o.on_state(l->o.ctx, false);
+    nng_stream_close(l->stream); /* completes the write and the read with errors */
+    link_reap_if_idle(l);
+}
+
+static void link_start_send(struct spstream_link *l)
+{
+    if (spstream_sendq_start(&l->q, l->stream, l->send_aio) != 0)
+        link_fail(l);
+}
+
+/* Write what is due: the rest of a write in flight, and queued frames only
+ * once the other side's handshake is in (if it never answers, or closes, the
+ * frames stay queued for the next connection). */
+static void link_send_due(struct spstream_link *l)
+{
+    if (l->stream == NULL || l->closing || l->q.sending)
+        return;
+    if (l->q.inflight_len == 0) {
+        l->inflight_hs = false;
+        if (l->q.pending_len == 0 || !atomic_load(&l->connected))
+            return;
+    }
+    link_start_send(l);
+}
+
+static void link_send_cb(void *arg)
+{
+    struct spstream_link *l = arg;
+    pthread_mutex_lock(&l->mtx);
+    int rv = nng_aio_result(l->send_aio);
+    spstream_sendq_wrote(&l->q, rv == 0 ? nng_aio_count(l->send_aio) : 0);
+    if (rv != 0 || l->closing)
+        link_fail(l);
+    else
+        link_send_due(l);
+    link_reap_if_idle(l);
+    pthread_mutex_unlock(&l->mtx);
+}
+
+static void link_read(struct spstream_link *l)
+{
+    if (spstream_rbuf_arm(&l->r, l->recv_aio) != 0) {
+        link_fail(l);
+        return;
+    }
+    l->reading = true;
+    nng_stream_recv(l->stream, l->recv_aio);
+}
+
+/* Frames toward a link that must receive none (pull0) are refused. */
+static bool refuse_frame(void *ctx, const uint8_t *body, size_t len)
+{
+    (void)ctx;
+    (void)body;
+    (void)len;
+    return false;
+}
+
+static void link_recv_cb(void *arg)
+{
+    struct spstream_link *l = arg;
+    int rv = nng_aio_result(l->recv_aio);
+    enum spstream_deliver d = SPSTREAM_BAD;
+    bool was_up = atomic_load(&l->connected);
+    if (rv == 0) /* the buffer is ours alone while no read is posted */
+        d = spstream_rbuf_deliver(&l->r, nng_aio_count(l->recv_aio), l->o.peer, l->o.max_body,
+                                  l->o.on_frame != NULL ? l->o.on_frame : refuse_frame, l->o.ctx);
+    pthread_mutex_lock(&l->mtx);
+    l->reading = false;
+    if (d != SPSTREAM_OK || l->closing) {
+        link_fail(l);
+        link_reap_if_idle(l);
+        pthread_mutex_unlock(&l->mtx);
+        return;
+    }
+    if (!was_up && l->r.got_hs) {
+        l->backoff = SPSTREAM_RECONN_MIN_MS;
+        atomic_store(&l->connected, true);
+        if (l->o.on_state != NULL)
+            l->o.on_state(l->o.ctx, true);
+        link_send_due(l);
+    }
+    if (l->closing)
+        link_reap_if_idle(l);
+    else
+        link_read(l);
+    pthread_mutex_unlock(&l->mtx);
+}
+
+static void link_dial_cb(void *arg)
+{
+    struct spstream_link *l = arg;
+    pthread_mutex_lock(&l->mtx);
+    if (nng_aio_result(l->dial_aio) != 0) {
+        link_schedule_redial(l);
+        pthread_mutex_unlock(&l->mtx);
+        return;
+    }
+    nng_stream *s = nng_aio_get_output(l->dial_aio, 0);
+    if (l->stopping) {
+        pthread_mutex_unlock(&l->mtx);
+        nng_stream_free(s);
+        return;
+    }
+    l->stream = s;
+    l->closing = false;
+    l->r.have = 0;
+    l->r.got_hs = false;
+    /* Our handshake first (as a write of its own), then what was queued
+     * while the link was down. */
+    spstream_sendq_drop_inflight(&l->q);
+    uint8_t hs[SPFRAME_HANDSHAKE];
+    spframe_handshake(hs, l->o.self);
+    if (grow(&l->q.inflight, &l->q.inflight_cap, sizeof(hs)) != 0) {
+        link_fail(l);
+        pthread_mutex_unlock(&l->mtx);
+        return;
+    }
+    memcpy(l->q.inflight, hs, sizeof(hs));
+    l->q.inflight_len = sizeof(hs);
+    l->inflight_hs = true;
+    link_start_send(l);
+    if (l->stream != NULL && !l->closing)
+        link_read(l);
+    pthread_mutex_unlock(&l->mtx);
+}
+
+static void link_sleep_cb(void *arg)
+{
+    struct spstream_link *l = arg;
+    pthread_mutex_lock(&l->mtx);
+    if (!l->stopping && nng_aio_result(l->sleep_aio) == 0)
+        nng_stream_dialer_dial(l->dialer, l->dial_aio);
+    pthread_mutex_unlock(&l->mtx);
+}
+
+int spstream_link_start(const struct spstream_link_opts *o, struct spstream_link **out,
+                        struct tally_err *err)
+{
+    int rv, rc;
+    struct spstream_link *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory");
+    l->o = *o;
+    l->backoff = SPSTREAM_RECONN_MIN_MS;
+    atomic_init(&l->connected, false);
+    if (pthread_mutex_init(&l->mtx, NULL) != 0) {
+        rc = tally_errf(err, TALLY_EIO, "%s: no mutex", o->url);
+        goto fail;
+    }
+    l->mtx_ok = true;
+    if (spstream_rbuf_init(&l->r) != 0) {
+        rc = tally_errf(err, TALLY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rv = nng_aio_alloc(&l->dial_aio, link_dial_cb, l)) != 0 ||
+        (rv = nng_aio_alloc(&l->sleep_aio, link_sleep_cb, l)) != 0 ||
+        (rv = nng_aio_alloc(&l->send_aio, link_send_cb, l)) != 0 ||
+        (rv = nng_aio_alloc(&l->recv_aio, link_recv_cb, l)) != 0 ||
+        (rv = nng_stream_dialer_alloc(&l->dialer, o->url)) != 0) {
+        rc = tally_errf(err, TALLY_EIO, "%s: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    (void)nng_stream_dialer_set_bool(l->dialer, NNG_OPT_TCP_NODELAY, true);
+    nng_stream_dialer_dial(l->dialer, l->dial_aio); /* retried in the background */
+    *out = l;
+    return TALLY_OK;
+fail:
+    spstream_link_stop(l);
+    return rc;
+}
+
+void spstream_link_stop(struct spstream_link *l)
+{
+    if (l == NULL)
+        return;
+    if (l->mtx_ok) {
+        pthread_mutex_lock(&l->mtx);
+        l->stopping = true;
+        if (l->stream != NULL)
+            nng_stream_close(l->stream);
+        pthread_mutex_unlock(&l->mtx);
+    }
+    if (l->dialer != NULL)
+        nng_stream_dialer_close(l->dialer);
+    nng_aio *aios[] = {l->sleep_aio, l->dial_aio, l->send_aio, l->recv_aio};
+    for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
+        if (aios[i] != NULL)
+            nng_aio_stop(aios[i]); /* waits for a running callback */
+    for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
+        if (aios[i] != NULL)
+            nng_aio_free(aios[i]);
+    if (l->stream != NULL)
+        nng_stream_free(l->stream);
+    if (l->dialer != NULL)
+        nng_stream_dialer_free(l->dialer);
+    spstream_sendq_free(&l->q);
+    spstream_rbuf_free(&l->r);
+    if (l->mtx_ok)
+        pthread_mutex_destroy(&l->mtx);
+    free(l);
+}
+
+bool spstream_link_send(struct spstream_link *l, const uint8_t *body, size_t len)
+{
+    uint8_t hdr[SPFRAME_MAX_HEADER];
+    size_t hlen = spframe_header(hdr, len, l->o.self == SPFRAME_PAIR1);
+    pthread_mutex_lock(&l->mtx);
+    bool queued = !l->stopping && spstream_sendq_push(&l->q, hdr, hlen, body, len);
+    if (queued)
+        link_send_due(l);
+    pthread_mutex_unlock(&l->mtx);
+    return queued;
+}
+
+bool spstream_link_connected(const struct spstream_link *l)
+{
+    return atomic_load(&((struct spstream_link *)l)->connected);
+}

@@ -1,0 +1,123 @@
+/* SP over NNG streams: the pieces both ends of a connection use.
+ *
+ * Tally speaks NNG's SP wire format (src/spframe.h) on NNG's byte streams,
+ * driven by its own completion callbacks instead of NNG's protocol sockets:
+ * a message costs two or three thread hand-offs fewer that way. The replica's
+ * transport (src/transport.c) and the client library (tools/lib/client.c)
+ * build on three pieces:
+ *
+ *  - spstream_sendq: frames waiting to be written and the write in flight.
+ *    Frames queued while a write is in flight go out together in the next.
+ *  - spstream_rbuf: bytes read and not yet delivered, and the parse that
+ *    hands each whole frame on (the peer's handshake first).
+ *  - spstream_link: an outbound connection that dials, redials (20 ms
+ *    doubling to 500 ms), sends our handshake, checks the other side's, and
+ *    then writes queued frames and (optionally) delivers received ones.
+ *
+ * Callbacks run on NNG's task threads. Prefix: spstream_. */
+#ifndef TALLY_SPSTREAM_H
+#define TALLY_SPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "src/err.h"
+#include "src/spframe.h"
+
+#define SPSTREAM_QUEUE_MSGS 1024 /* default cap on queued messages (MEASURED.md) */
+#define SPSTREAM_QUEUE_BYTES (64u * 1024u * 1024u) /* default cap on queued bytes */
+#define SPSTREAM_HANDSHAKE_MS 10000 /* the other side's handshake must come within this */
+
+/* ---- send queue (under its owner's lock) ---------------------------------- */
+
+struct spstream_sendq {
+    size_t max_msgs, max_bytes; /* caps on pending (0: SPSTREAM_QUEUE_*); one
+                                 * message is always taken into an empty queue */
+    uint8_t *pending, *inflight;
+    size_t pending_len, pending_cap, pending_msgs;
+    size_t inflight_len, inflight_cap, inflight_off;
+    bool sending; /* a write is in flight */
+};
+
+/* Queue hdr and body as one unit (a frame, or a handshake with len 0).
+ * False when the queue is full or out of memory. */
+bool spstream_sendq_push(struct spstream_sendq *q, const uint8_t *hdr, size_t hlen,
+                         const uint8_t *body, size_t len);
+/* Whether anything is left to write. */
+bool spstream_sendq_has_work(const struct spstream_sendq *q);
+/* When nothing is half written, make everything pending the next write. */
+void spstream_sendq_take(struct spstream_sendq *q);
+/* Start writing the rest of the write in flight, or else everything
+ * pending (spstream_sendq_take), on s with aio. Nonzero when the write could
+ * not be started. */
+int spstream_sendq_start(struct spstream_sendq *q, nng_stream *s, nng_aio *aio);
+/* The write completed, n bytes of it written (0 on error). */
+void spstream_sendq_wrote(struct spstream_sendq *q, size_t n);
+/* The stream is gone: what was being written is lost; pending stays. */
+void spstream_sendq_drop_inflight(struct spstream_sendq *q);
+/* The stream is gone: the frames of the write in flight that had not begun
+ * to go out move back to the front of pending (a frame cut in two is lost).
+ * For a write of whole frames only (not a handshake). */
+void spstream_sendq_requeue_unsent(struct spstream_sendq *q);
+void spstream_sendq_free(struct spstream_sendq *q);
+
+/* ---- receive buffer (owned by the connection's read callback) ------------- */
+
+struct spstream_rbuf {
+    uint8_t *buf;
+    size_t cap, have;
+    bool got_hs;
+};
+
+enum spstream_deliver {
+    SPSTREAM_OK,       /* everything whole was delivered; read on */
+    SPSTREAM_BAD,      /* a bad handshake or frame (malformed, too long): close */
+    SPSTREAM_REJECTED, /* the callback said no: close */
+};
+
+/* A frame's body, on the read callback's thread. Returns false to close. */
+typedef bool (*spstream_frame_fn)(void *ctx, const uint8_t *body, size_t len);
+
+int spstream_rbuf_init(struct spstream_rbuf *r);
+void spstream_rbuf_free(struct spstream_rbuf *r);
+/* Point aio at the buffer's free tail for the next read; until the other
+ * side's handshake is in, the read times out after SPSTREAM_HANDSHAKE_MS. */
+int spstream_rbuf_arm(struct spstream_rbuf *r, nng_aio *aio);
+/* n more bytes arrived: check the peer's handshake (once), then hand every
+ * whole frame to fn. The buffer grows for one frame up to its length, which
+ * is checked against max_body before it is believed. A pair1 frame past its
+ * TTL is SPSTREAM_BAD here (NNG drops it and reads on; no honest Tally
+ * speaker sends one). */
+enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
+                                            enum spframe_proto peer, size_t max_body,
+                                            spstream_frame_fn fn, void *ctx);
+
+/* ---- outbound link ----------------------------------------------------------- */
+
+struct spstream_link_opts {
+    const char *url;
+    enum spframe_proto self, peer; /* push0 -> pull0, or pair1 -> pair1 */
+    /* Received frames, or NULL when the other side must send none (pull0). */
+    spstream_frame_fn on_frame;
+    size_t max_body;                             /* bound on a received frame */
+    void (*on_state)(void *ctx, bool connected); /* optional: connected or lost */
+    void *ctx;
+};
+
+struct spstream_link;
+
+/* Start dialing (in the background; failures are retried). */
+int spstream_link_start(const struct spstream_link_opts *o, struct spstream_link **out,
+                        struct tally_err *err);
+/* Close, wait for the callbacks, free. NULL is fine. */
+void spstream_link_stop(struct spstream_link *l);
+/* Queue one message (never blocks). Held while the link is down (written
+ * once the other side's handshake is in); false when the queue is full. */
+bool spstream_link_send(struct spstream_link *l, const uint8_t *body, size_t len);
+/* Whether the other side's handshake has arrived on the current stream. */
+bool spstream_link_connected(const struct spstream_link *l);
+
+#endif

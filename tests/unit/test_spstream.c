@@ -1,0 +1,99 @@
+/* SP over NNG streams (src/spstream.c): the send queue's caps, and the
+ * requeue of a failed write's unsent frames. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "src/spstream.h"
+
+static bool push_frame(struct spstream_sendq *q, uint8_t fill, size_t len)
+{
+    uint8_t hdr[SPFRAME_MAX_HEADER], body[256];
+    memset(body, fill, len);
+    size_t hlen = spframe_header(hdr, len, false);
+    return spstream_sendq_push(q, hdr, hlen, body, len);
+}
+
+static void test_caps(void **state)
+{
+    (void)state;
+    struct spstream_sendq q = {.max_msgs = 2, .max_bytes = 100};
+    assert_true(push_frame(&q, 'a', 10));
+    assert_true(push_frame(&q, 'b', 10));
+    assert_false(push_frame(&q, 'c', 10)); /* a third message */
+    assert_int_equal(q.pending_msgs, 2);
+    assert_int_equal(q.pending_len, 2 * (SPFRAME_HEADER + 10));
+    spstream_sendq_free(&q);
+
+    /* One message larger than the byte cap still goes into an empty queue
+     * (else it could never be sent), but nothing joins it. */
+    q = (struct spstream_sendq){.max_msgs = 8, .max_bytes = 100};
+    assert_true(push_frame(&q, 'a', 200));
+    assert_false(push_frame(&q, 'b', 1));
+    spstream_sendq_free(&q);
+}
+
+/* Put what is pending into the write in flight, as sendq_start does. */
+static void take_pending(struct spstream_sendq *q)
+{
+    spstream_sendq_take(q);
+    q->sending = true;
+}
+
+static void test_requeue_unsent(void **state)
+{
+    (void)state;
+    const size_t f = SPFRAME_HEADER + 10; /* one frame's bytes */
+    struct spstream_sendq q = {0};
+    for (uint8_t i = 0; i < 4; i++)
+        assert_true(push_frame(&q, (uint8_t)('a' + i), 10));
+    take_pending(&q);
+    assert_true(push_frame(&q, 'z', 10)); /* queued during the write */
+
+    /* The connection broke after a frame and a half went out: the half
+     * frame is lost, the last two come back ahead of the newer one. */
+    spstream_sendq_wrote(&q, f + f / 2);
+    spstream_sendq_requeue_unsent(&q);
+    assert_int_equal(q.inflight_len, 0);
+    assert_false(q.sending);
+    assert_int_equal(q.pending_msgs, 3);
+    assert_int_equal(q.pending_len, 3 * f);
+    assert_int_equal(q.pending[SPFRAME_HEADER], 'c');
+    assert_int_equal(q.pending[f + SPFRAME_HEADER], 'd');
+    assert_int_equal(q.pending[2 * f + SPFRAME_HEADER], 'z');
+    spstream_sendq_free(&q);
+
+    /* Nothing written at all: every frame comes back. */
+    q = (struct spstream_sendq){0};
+    assert_true(push_frame(&q, 'a', 10));
+    assert_true(push_frame(&q, 'b', 10));
+    take_pending(&q);
+    spstream_sendq_requeue_unsent(&q);
+    assert_int_equal(q.pending_msgs, 2);
+    assert_int_equal(q.pending[SPFRAME_HEADER], 'a');
+    spstream_sendq_free(&q);
+
+    /* A frame boundary exactly at the break: the next frame is whole. */
+    q = (struct spstream_sendq){0};
+    assert_true(push_frame(&q, 'a', 10));
+    assert_true(push_frame(&q, 'b', 10));
+    take_pending(&q);
+    q.inflight_off = f;
+    spstream_sendq_requeue_unsent(&q);
+    assert_int_equal(q.pending_msgs, 1);
+    assert_int_equal(q.pending[SPFRAME_HEADER], 'b');
+    spstream_sendq_free(&q);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_requeue_unsent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
