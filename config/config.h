@@ -11,7 +11,7 @@
  *     "checkpoint_interval": 128,           K (optional, default below)
  *     "log_window": 512,                    L, a positive multiple of K (optional)
  *     "batch_max_txs": 2048,                (optional)
- *     "batch_timeout_ms": 5,                (optional)
+ *     "batch_timeout_ms": 4,                (optional)
  *     "max_inflight_batches": 2,            (optional)
  *     "request_timeout_ms": 1000,           (optional)
  *     "max_message_bytes": 4194304          (optional)
@@ -61,16 +61,17 @@
  * retransmission history), so its worst case with every block full is
  * 1,024 x 2,048 x 178 B = ~370 MB per replica (~93 MB with 512). */
 #define CONFIG_DEFAULT_BATCH_MAX_TXS 2048
-/* 5 ms. Each block costs the cluster a fixed ~5-9 ms of CPU on 2 cores
+/* 4 ms. Each block costs the cluster a fixed ~5-7 ms of CPU on 2 cores
  * whatever its size (more when other tenants load the host), so the timeout
  * trades waiting for a cut against CPU spent on more blocks: 2 ms saturated
- * the machine at ~550 tx/s (p99 38-125 ms, BENCHMARKS.md "Batch timeout").
- * 3 ms lowered p50 by ~1 ms at 730-950 tx/s while the host was quiet and
- * raised it by 0.1-3.7 ms once it was loaded, and by 2.1-5.4 ms at 2,000
- * tx/s either way (BENCHMARKS.md, "Sixth pass"), so 5 stays. Light load is
- * served by the quiet cut instead (pbft_try_propose: nothing in flight, no
- * cut for T). */
-#define CONFIG_DEFAULT_BATCH_TIMEOUT_MS 5
+ * the machine at ~550 tx/s (p99 38-125 ms, BENCHMARKS.md "Batch timeout");
+ * 3 ms raised p50 at 2,000 tx/s by 2-5 ms. Since the transport went to NNG
+ * streams a block costs ~20 % less, and 4 ms against 5 ms (alternated,
+ * BENCHMARKS.md "Seventh pass") gave p50 5.2-5.5 against 5.6-5.9 ms at 950
+ * tx/s, 4.5-4.7 against 5.1-5.5 at 300 and 7.0-8.3 against 7.2-9.0 at
+ * 2,000. Light load is served by the quiet cut (pbft_try_propose: nothing in
+ * flight, no cut for T). */
+#define CONFIG_DEFAULT_BATCH_TIMEOUT_MS 4
 #define CONFIG_DEFAULT_MAX_INFLIGHT_BATCHES 2
 #define CONFIG_DEFAULT_REQUEST_TIMEOUT_MS 1000
 #define CONFIG_DEFAULT_MAX_MESSAGE_BYTES (4u << 20)

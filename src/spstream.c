@@ -155,7 +155,7 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
                                             spstream_frame_fn fn, void *ctx)
 {
     bool pair1 = peer == SPFRAME_PAIR1;
-    size_t off = 0;
+    size_t off = 0, want = 0; /* want: what the frame being read needs */
     r->have += n;
     if (!r->got_hs) {
         if (r->have < SPFRAME_HANDSHAKE)
@@ -171,6 +171,7 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
         if (st == SPFRAME_BAD)
             return SPSTREAM_BAD;
         if (st == SPFRAME_NEED) {
+            want = f.need;
             if (f.need > r->cap) { /* grow for this one frame (its length is bounded) */
                 memmove(r->buf, r->buf + off, r->have - off);
                 r->have -= off;
@@ -193,8 +194,8 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
         memmove(r->buf, r->buf + off, r->have - off);
         r->have -= off;
     }
-    if (r->have <= SPSTREAM_RECV_CHUNK / 2 && r->cap > 4 * SPSTREAM_RECV_CHUNK) {
-        /* give back a big frame's room */
+    if (want <= SPSTREAM_RECV_CHUNK && r->cap > 4 * SPSTREAM_RECV_CHUNK) {
+        /* give back a big frame's room (have <= want: it fits) */
         uint8_t *p = realloc(r->buf, SPSTREAM_RECV_CHUNK);
         if (p != NULL) {
             r->buf = p;
@@ -340,7 +341,7 @@ static void link_recv_cb(void *arg)
     }
     if (l->closing)
         link_reap_if_idle(l);
-    else
+    else if (l->stream != NULL) /* (link_send_due may have failed and reaped it) */
         link_read(l);
     pthread_mutex_unlock(&l->mtx);
 }

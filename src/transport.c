@@ -22,8 +22,8 @@
 #define TRANSPORT_MAX_CLIENT_CONNS 1024 /* accepted on the client address at once */
 #define TRANSPORT_CLIENT_QUEUE 1024     /* client messages waiting for a verify thread */
 #define TRANSPORT_MAX_CLIENT_THREADS 2
-#define TRANSPORT_CLIENT_SEND_MSGS 64 /* replies queued toward one client */
-#define TRANSPORT_CLIENT_SEND_BYTES (8u * 1024u * 1024u)
+#define TRANSPORT_CLIENT_SEND_BYTES (4u * 1024u * 1024u) /* replies queued toward one client */
+#define TRANSPORT_REAP_MS 1000         /* ended connections are freed at least this often */
 #define TRANSPORT_ACCEPT_RETRY_MS 10   /* after a failed accept (out of descriptors) */
 #define TRANSPORT_REFUSAL_LOG_MS 10000 /* at most one refusal warning per listener */
 #define TRANSPORT_DEFAULT_MAX_MSG (64u * 1024u * 1024u)
@@ -100,6 +100,7 @@ struct transport {
     pthread_t cthreads[TRANSPORT_MAX_CLIENT_THREADS];
     unsigned ncthreads;
     atomic_uint_fast64_t client_queue_full;
+    nng_aio *reap_aio; /* frees ended connections now and then */
     atomic_uint_fast64_t peer_sent, peer_send_dropped;
     atomic_uint_fast64_t client_sent, client_send_dropped;
     atomic_uint_fast64_t peer_received, client_received;
@@ -148,7 +149,8 @@ static void conn_free(struct in_conn *c)
     free(c);
 }
 
-/* Free the connections that have ended. Not from their own callbacks. */
+/* Free the connections that have ended (on each accept, and every
+ * TRANSPORT_REAP_MS). Not from their own callbacks. */
 static void conns_reap(struct transport *t)
 {
     pthread_mutex_lock(&t->conn_mtx);
@@ -160,6 +162,15 @@ static void conns_reap(struct transport *t)
         conn_free(c);
         c = next;
     }
+}
+
+static void reap_cb(void *arg)
+{
+    struct transport *t = arg;
+    if (nng_aio_result(t->reap_aio) != 0)
+        return; /* stopped */
+    conns_reap(t);
+    nng_sleep_aio(TRANSPORT_REAP_MS, t->reap_aio);
 }
 
 /* Under conn_mtx: unlist c and leave it to the reaper. */
@@ -412,10 +423,8 @@ static void accept_cb(void *arg)
                      (unsigned long long)refused);
     } else {
         pthread_mutex_lock(&c->mtx);
-        if (ln->origin == TRANSPORT_FROM_CLIENT) { /* a client that does not read loses replies */
-            c->q.max_msgs = TRANSPORT_CLIENT_SEND_MSGS;
+        if (ln->origin == TRANSPORT_FROM_CLIENT) /* a client that does not read loses replies */
             c->q.max_bytes = TRANSPORT_CLIENT_SEND_BYTES;
-        }
         /* Our handshake first (a frame-less send), then read. */
         uint8_t hs[SPFRAME_HANDSHAKE];
         spframe_handshake(hs, ln->self_proto);
@@ -456,6 +465,9 @@ static int listener_start(struct transport *t, struct listener *ln, enum transpo
         (rv = nng_stream_listener_alloc(&ln->l, url)) != 0)
         return tally_errf(err, TALLY_EIO, "%s address %s: %s", what, url, nng_strerror(rv));
     (void)nng_stream_listener_set_bool(ln->l, NNG_OPT_TCP_NODELAY, true);
+    /* A peer host that vanished without a FIN leaves a connection that only
+     * the kernel's keepalive ever ends. */
+    (void)nng_stream_listener_set_bool(ln->l, NNG_OPT_TCP_KEEPALIVE, true);
     if ((rv = nng_stream_listener_listen(ln->l)) != 0)
         return tally_errf(err, TALLY_EIO, "listening on %s address %s: %s", what, url,
                           nng_strerror(rv));
@@ -501,11 +513,21 @@ int transport_start(const struct transport_opts *o, struct transport **out, stru
         goto fail;
     }
     t->conn_mtx_ok = true;
-    if (pthread_mutex_init(&t->cq_mtx, NULL) != 0 || pthread_cond_init(&t->cq_cond, NULL) != 0) {
+    if (pthread_mutex_init(&t->cq_mtx, NULL) != 0) {
         rc = tally_errf(err, TALLY_EIO, "transport: no mutex");
         goto fail;
     }
+    if (pthread_cond_init(&t->cq_cond, NULL) != 0) {
+        pthread_mutex_destroy(&t->cq_mtx);
+        rc = tally_errf(err, TALLY_EIO, "transport: no condition variable");
+        goto fail;
+    }
     t->cq_ok = true;
+    if (nng_aio_alloc(&t->reap_aio, reap_cb, t) != 0) {
+        rc = tally_errf(err, TALLY_ENOMEM, "transport: out of memory");
+        goto fail;
+    }
+    nng_sleep_aio(TRANSPORT_REAP_MS, t->reap_aio);
     /* One client thread is enough when the replicas share a small machine. */
     unsigned nthreads = sysconf(_SC_NPROCESSORS_ONLN) >= 8 ? 2 : 1;
     for (unsigned i = 0; i < nthreads; i++) {
@@ -541,6 +563,8 @@ void transport_stop(struct transport *t)
     }
     for (unsigned i = 0; i < t->ncthreads; i++)
         pthread_join(t->cthreads[i], NULL);
+    if (t->reap_aio != NULL)
+        nng_aio_stop(t->reap_aio);
     for (uint32_t i = 0; i < t->o.n; i++)
         spstream_link_stop(t->peers[i].link);
     listener_stop(&t->peer_ln);
@@ -568,6 +592,8 @@ void transport_stop(struct transport *t)
     }
     conns_reap(t);
     pthread_mutex_destroy(&t->conn_mtx);
+    if (t->reap_aio != NULL)
+        nng_aio_free(t->reap_aio);
     if (t->cq_ok) {
         for (size_t k = 0; k < t->cq_len; k++)
             nng_msg_free(t->cq[(t->cq_head + k) % TRANSPORT_CLIENT_QUEUE].msg);

@@ -16,7 +16,7 @@
  *
  * Clients: one listener on client_address speaks pair1 (as NNG's pair1
  * does). Every received message carries its connection's id, and replies go
- * back to that id (transport_send_client), up to 64 queued per client (a
+ * back to that id (transport_send_client), up to 4 MiB queued per client (a
  * client that does not read loses replies, not our memory).
  *
  * Receiving: each connection has one read in flight. When it completes, on

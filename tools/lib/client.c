@@ -72,9 +72,14 @@ int client_open(const struct tally_config *cfg, struct client **out, struct tall
     c->next_request_id = mono_now_us() ^ ((uint64_t)getpid() << 40);
     msg_buf_init(&c->buf);
     pthread_condattr_t ca;
-    if (pthread_mutex_init(&c->mtx, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
+    if (pthread_mutex_init(&c->mtx, NULL) != 0) {
         free(c);
         return tally_errf(err, TALLY_EIO, "no mutex");
+    }
+    if (pthread_condattr_init(&ca) != 0) {
+        pthread_mutex_destroy(&c->mtx);
+        free(c);
+        return tally_errf(err, TALLY_EIO, "no condition variable");
     }
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int crv = pthread_cond_init(&c->cond, &ca);
