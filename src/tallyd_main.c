@@ -40,10 +40,11 @@ static void usage(FILE *out)
 }
 
 /* A shutdown is given this long. replica_stop() closes the ledger (every
- * write is synced by then) before it tears down NNG, and NNG 1.5.2's
- * nng_close() of the peer listener can block forever while peers are still
- * pushing to it (seen after a fatal error under load): then tallyd would
- * linger, serving no one, instead of exiting. */
+ * write is synced by then) before it tears down the network, which waits for
+ * NNG's callbacks to finish. With NNG 1.5.2's sockets that teardown could
+ * block forever while peers were still pushing (seen after a fatal error
+ * under load); the transport no longer uses them, but if teardown ever hangs
+ * again, tallyd exits instead of lingering, serving no one. */
 #define TALLYD_STOP_SECONDS 5
 
 static void *stop_watchdog(void *arg)

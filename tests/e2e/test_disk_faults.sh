@@ -125,8 +125,9 @@ forget "$R3"
 rm -f "$D/replica-3.pid"
 ok "replica 3 stopped (exit status $r3rc) after $round rounds; its disk: $(df -k --output=used,avail "$D/data-3" | tail -1 | tr -s ' ') KiB used/free"
 sed 's/^/  log: /' <(grep -E 'L0501|L0604|L0606' "$D/replica-3.log" | tail -n 3)
-# L0606: tallyd's bounded shutdown gave up waiting for NNG's teardown (nng_close
-# of the peer listener can block under load) and exited anyway.
+# L0606: tallyd's bounded shutdown gave up waiting for the network teardown
+# (NNG's socket close could block under load; streams should not) and exited
+# anyway.
 if grep -q L0606 "$D/replica-3.log"; then echo "note: replica 3's shutdown hung in the network teardown (L0606)"; fi
 expect_eq "replica 3 answers clients" "$(status | jq -r '.replicas[3].up')" false
 # The floor refused the write, not RocksDB: a distinct line, with the floor.
