@@ -14,17 +14,22 @@ int mono_cond_init(pthread_cond_t *c)
     return rc;
 }
 
-struct timespec mono_deadline(uint64_t ms)
+struct timespec mono_deadline_us(uint64_t us)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += (time_t)(us / 1000000u);
+    ts.tv_nsec += (long)(us % 1000000u) * 1000L;
     if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+struct timespec mono_deadline(uint64_t ms)
+{
+    return mono_deadline_us(ms * 1000u);
 }
 
 uint64_t mono_now_us(void)

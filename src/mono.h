@@ -10,9 +10,10 @@
 
 /* pthread_cond_init for a condition variable timed on CLOCK_MONOTONIC. */
 int mono_cond_init(pthread_cond_t *c);
-/* CLOCK_MONOTONIC now plus ms: the deadline of a timed wait on such a
- * condition variable. */
+/* CLOCK_MONOTONIC now plus ms (or us): the deadline of a timed wait on such
+ * a condition variable. */
 struct timespec mono_deadline(uint64_t ms);
+struct timespec mono_deadline_us(uint64_t us);
 /* CLOCK_MONOTONIC now, in microseconds, milliseconds or seconds. */
 uint64_t mono_now_us(void);
 uint64_t mono_now_ms(void);

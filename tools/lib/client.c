@@ -71,20 +71,11 @@ int client_open(const struct tally_config *cfg, struct client **out, struct tall
     c->max_body = cfg->max_message_bytes - MSG_HEADER_BYTES - TC_SIG_BYTES;
     c->next_request_id = mono_now_us() ^ ((uint64_t)getpid() << 40);
     msg_buf_init(&c->buf);
-    pthread_condattr_t ca;
     if (pthread_mutex_init(&c->mtx, NULL) != 0) {
         free(c);
         return tally_errf(err, TALLY_EIO, "no mutex");
     }
-    if (pthread_condattr_init(&ca) != 0) {
-        pthread_mutex_destroy(&c->mtx);
-        free(c);
-        return tally_errf(err, TALLY_EIO, "no condition variable");
-    }
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int crv = pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (crv != 0) {
+    if (mono_cond_init(&c->cond) != 0) {
         pthread_mutex_destroy(&c->mtx);
         free(c);
         return tally_errf(err, TALLY_EIO, "no condition variable");
@@ -151,11 +142,7 @@ static bool inbox_any(const struct client *c)
 /* Wait until a message has arrived or timeout_us passes. */
 static void wait_readable(struct client *c, uint64_t timeout_us)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (timeout_us % 1000000u) * 1000u;
-    ts.tv_sec += (time_t)(timeout_us / 1000000u + ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
+    struct timespec ts = mono_deadline_us(timeout_us);
     pthread_mutex_lock(&c->mtx);
     while (!inbox_any(c))
         if (pthread_cond_timedwait(&c->cond, &c->mtx, &ts) != 0)
