@@ -894,7 +894,7 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
         (json_int_t)ts.client_send_dropped, "peer_connections_closed", (json_int_t)ts.peer_closed,
         "client_connections_closed", (json_int_t)ts.client_closed, "peer_bad_frames",
         (json_int_t)ts.peer_bad_frames, "client_bad_frames", (json_int_t)ts.client_bad_frames,
-        "client_queue_full", (json_int_t)ts.client_queue_full, "counters", "blocks_executed",
+        "client_paused", (json_int_t)ts.client_paused, "counters", "blocks_executed",
         (json_int_t)atomic_load(&r->blocks_executed), "txs_executed",
         (json_int_t)atomic_load(&r->txs_executed), "replies_sent",
         (json_int_t)atomic_load(&r->replies_sent), "replies_from_ledger",

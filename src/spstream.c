@@ -186,9 +186,15 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
         }
         if (st == SPFRAME_SKIP)
             return SPSTREAM_BAD;
-        off += f.consumed;
-        if (!fn(ctx, f.body, f.len))
+        enum spstream_take take = fn(ctx, f.body, f.len);
+        if (take == SPSTREAM_REFUSED)
             return SPSTREAM_REJECTED;
+        if (take == SPSTREAM_LATER) { /* keep this frame at the front */
+            memmove(r->buf, r->buf + off, r->have - off);
+            r->have -= off;
+            return SPSTREAM_PAUSED;
+        }
+        off += f.consumed;
     }
     if (off > 0) {
         memmove(r->buf, r->buf + off, r->have - off);
@@ -307,12 +313,12 @@ static void link_read(struct spstream_link *l)
 }
 
 /* Frames toward a link that must receive none (pull0) are refused. */
-static bool refuse_frame(void *ctx, const uint8_t *body, size_t len)
+static enum spstream_take refuse_frame(void *ctx, const uint8_t *body, size_t len)
 {
     (void)ctx;
     (void)body;
     (void)len;
-    return false;
+    return SPSTREAM_REFUSED;
 }
 
 static void link_recv_cb(void *arg)

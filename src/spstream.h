@@ -75,22 +75,29 @@ struct spstream_rbuf {
 enum spstream_deliver {
     SPSTREAM_OK,       /* everything whole was delivered; read on */
     SPSTREAM_BAD,      /* a bad handshake or frame (malformed, too long): close */
-    SPSTREAM_REJECTED, /* the callback said no: close */
+    SPSTREAM_REJECTED, /* the callback refused a frame: close */
+    SPSTREAM_PAUSED,   /* the callback could not take a frame yet: it stays in
+                        * the buffer; deliver again (n = 0) before reading on */
 };
 
-/* A frame's body, on the read callback's thread. Returns false to close. */
-typedef bool (*spstream_frame_fn)(void *ctx, const uint8_t *body, size_t len);
+enum spstream_take {
+    SPSTREAM_TAKEN,   /* the frame was handled */
+    SPSTREAM_REFUSED, /* close the connection */
+    SPSTREAM_LATER,   /* no room now: keep it, stop delivering (backpressure) */
+};
+
+/* A frame's body, on the thread that delivers (the read callback's). */
+typedef enum spstream_take (*spstream_frame_fn)(void *ctx, const uint8_t *body, size_t len);
 
 int spstream_rbuf_init(struct spstream_rbuf *r);
 void spstream_rbuf_free(struct spstream_rbuf *r);
 /* Point aio at the buffer's free tail for the next read; until the other
  * side's handshake is in, the read times out after SPSTREAM_HANDSHAKE_MS. */
 int spstream_rbuf_arm(struct spstream_rbuf *r, nng_aio *aio);
-/* n more bytes arrived: check the peer's handshake (once), then hand every
- * whole frame to fn. The buffer grows for one frame up to its length, which
- * is checked against max_body before it is believed. A pair1 frame past its
- * TTL is SPSTREAM_BAD here (NNG drops it and reads on; no honest Tally
- * speaker sends one). */
+/* n more bytes arrived (0: none, to go on after SPSTREAM_PAUSED): check the
+ * peer's handshake (once), then hand every whole frame to fn. The buffer grows for one frame up to
+ * its length, which is checked against max_body before it is believed. A pair1 frame past its TTL
+ * is SPSTREAM_BAD here (NNG drops it and reads on; no honest Tally speaker sends one). */
 enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
                                             enum spframe_proto peer, size_t max_body,
                                             spstream_frame_fn fn, void *ctx);
@@ -100,7 +107,8 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
 struct spstream_link_opts {
     const char *url;
     enum spframe_proto self, peer; /* push0 -> pull0, or pair1 -> pair1 */
-    /* Received frames, or NULL when the other side must send none (pull0). */
+    /* Received frames, or NULL when the other side must send none (pull0).
+     * A link does not pause: on_frame must not answer SPSTREAM_LATER. */
     spstream_frame_fn on_frame;
     size_t max_body;                             /* bound on a received frame */
     void (*on_state)(void *ctx, bool connected); /* optional: connected or lost */

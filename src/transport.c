@@ -52,11 +52,14 @@ struct in_conn {
     struct spstream_rbuf r; /* only the read callback touches it */
     pthread_mutex_t mtx;
     /* Under mtx: */
-    bool reading, closing;
+    bool reading, closing; /* reading: a read in flight, or the connection is paused */
     struct spstream_sendq q;
     /* Under the transport's conn_mtx: */
     bool dead;
     struct in_conn *next;
+    /* Under the transport's cq_mtx: paused, waiting for room in the client
+     * queue (its buffer holds the frame that did not fit). */
+    struct in_conn *paused_next;
 };
 
 struct listener {
@@ -97,9 +100,10 @@ struct transport {
     bool cq_ok, cq_stop;
     struct client_item cq[TRANSPORT_CLIENT_QUEUE]; /* a ring, under cq_mtx */
     size_t cq_head, cq_len;
+    struct in_conn *paused, *paused_tail; /* under cq_mtx: client connections to resume */
     pthread_t cthreads[TRANSPORT_MAX_CLIENT_THREADS];
     unsigned ncthreads;
-    atomic_uint_fast64_t client_queue_full;
+    atomic_uint_fast64_t client_paused;
     nng_aio *reap_aio; /* frees ended connections now and then */
     atomic_uint_fast64_t peer_sent, peer_send_dropped;
     atomic_uint_fast64_t client_sent, client_send_dropped;
@@ -241,38 +245,40 @@ static bool conn_queue_locked(struct in_conn *c, const uint8_t *bytes, size_t le
 }
 
 /* One received frame. A peer's goes to on_recv here (false: close the
- * connection); a client's to the client threads' queue, or is dropped and
- * counted when that is full. */
-static bool conn_frame(void *ctx, const uint8_t *body, size_t len)
+ * connection); a client's to the client threads' queue, or, when that is
+ * full, it waits in the connection's buffer, which stops reading: the client
+ * is slowed down by TCP instead of losing requests. */
+static enum spstream_take conn_frame(void *ctx, const uint8_t *body, size_t len)
 {
     struct in_conn *c = ctx;
     struct transport *t = c->ln->t;
     nng_msg *msg = NULL;
     if (nng_msg_alloc(&msg, len) != 0)
-        return false;
+        return SPSTREAM_REFUSED;
     memcpy(nng_msg_body(msg), body, len);
     if (c->ln->origin == TRANSPORT_FROM_CLIENT) {
-        atomic_fetch_add(&t->client_received, 1);
+        bool queued = false;
         pthread_mutex_lock(&t->cq_mtx);
-        if (t->cq_len < TRANSPORT_CLIENT_QUEUE && !t->cq_stop) {
+        if (t->cq_len < TRANSPORT_CLIENT_QUEUE) {
             t->cq[(t->cq_head + t->cq_len) % TRANSPORT_CLIENT_QUEUE] =
                 (struct client_item){.id = c->id, .msg = msg};
             t->cq_len++;
-            msg = NULL;
+            queued = true;
             pthread_cond_signal(&t->cq_cond);
         }
         pthread_mutex_unlock(&t->cq_mtx);
-        if (msg != NULL) {
+        if (!queued) {
             nng_msg_free(msg);
-            atomic_fetch_add(&t->client_queue_full, 1);
+            return SPSTREAM_LATER;
         }
-        return true;
+        atomic_fetch_add(&t->client_received, 1);
+        return SPSTREAM_TAKEN;
     }
     atomic_fetch_add(&t->peer_received, 1);
     if (t->o.on_recv(t->o.ctx, TRANSPORT_FROM_PEER, c->id, msg))
-        return true;
+        return SPSTREAM_TAKEN;
     atomic_fetch_add(&t->peer_closed, 1);
-    return false;
+    return SPSTREAM_REFUSED;
 }
 
 /* Close connection id (if it is still open), from outside its callbacks. */
@@ -290,15 +296,103 @@ static void conn_close_id(struct transport *t, uint32_t id)
     pthread_mutex_unlock(&t->conn_mtx);
 }
 
+/* Under c->mtx: read what comes next. */
+static void conn_read_locked(struct in_conn *c)
+{
+    if (c->closing || spstream_rbuf_arm(&c->r, c->recv_aio) != 0) {
+        (void)conn_close_locked(c);
+        return;
+    }
+    c->reading = true;
+    nng_stream_recv(c->stream, c->recv_aio);
+}
+
+/* Put c on the paused list (its reading flag stays set: the pause stands
+ * for the read, so c cannot be retired meanwhile). */
+static void conn_pause(struct transport *t, struct in_conn *c)
+{
+    atomic_fetch_add(&t->client_paused, 1);
+    pthread_mutex_lock(&t->cq_mtx);
+    c->paused_next = NULL;
+    if (t->paused_tail != NULL)
+        t->paused_tail->paused_next = c;
+    else
+        t->paused = c;
+    t->paused_tail = c;
+    pthread_cond_signal(&t->cq_cond); /* the queue may have drained already */
+    pthread_mutex_unlock(&t->cq_mtx);
+}
+
+/* After a delivery (from a read, or resuming a pause): read on, pause, or
+ * close and retire. */
+static void conn_after_deliver(struct in_conn *c, enum spstream_deliver d)
+{
+    struct transport *t = c->ln->t;
+    if (d == SPSTREAM_BAD)
+        atomic_fetch_add(c->ln->origin == TRANSPORT_FROM_CLIENT ? &t->client_bad_frames
+                                                                : &t->peer_bad_frames,
+                         1);
+    pthread_mutex_lock(&c->mtx);
+    if (d == SPSTREAM_PAUSED && !c->closing) {
+        pthread_mutex_unlock(&c->mtx);
+        conn_pause(t, c);
+        return;
+    }
+    c->reading = false;
+    bool retire = false;
+    if (d == SPSTREAM_OK && !c->closing)
+        conn_read_locked(c);
+    if (d != SPSTREAM_OK || c->closing)
+        retire = conn_close_locked(c);
+    pthread_mutex_unlock(&c->mtx);
+    if (retire)
+        conn_retire(c);
+}
+
+static void conn_recv_cb(void *arg)
+{
+    struct in_conn *c = arg;
+    struct transport *t = c->ln->t;
+    enum spstream_deliver d = SPSTREAM_REJECTED;
+    if (nng_aio_result(c->recv_aio) == 0) /* the buffer is ours while no read is posted */
+        d = spstream_rbuf_deliver(&c->r, nng_aio_count(c->recv_aio), c->ln->peer_proto,
+                                  t->max_frame, conn_frame, c);
+    conn_after_deliver(c, d);
+}
+
+/* On a client thread, with room in the queue: go on with a paused
+ * connection's buffer (no read is in flight, so the buffer is ours). */
+static void conn_resume(struct in_conn *c)
+{
+    struct transport *t = c->ln->t;
+    pthread_mutex_lock(&c->mtx);
+    bool closing = c->closing;
+    pthread_mutex_unlock(&c->mtx);
+    enum spstream_deliver d = SPSTREAM_REJECTED;
+    if (!closing)
+        d = spstream_rbuf_deliver(&c->r, 0, c->ln->peer_proto, t->max_frame, conn_frame, c);
+    conn_after_deliver(c, d);
+}
+
 static void *client_thread_main(void *arg)
 {
     struct transport *t = arg;
     pthread_mutex_lock(&t->cq_mtx);
     for (;;) {
-        while (t->cq_len == 0 && !t->cq_stop)
+        while (t->cq_len == 0 && t->paused == NULL && !t->cq_stop)
             pthread_cond_wait(&t->cq_cond, &t->cq_mtx);
         if (t->cq_stop)
             break;
+        if (t->paused != NULL && t->cq_len < TRANSPORT_CLIENT_QUEUE) {
+            struct in_conn *c = t->paused;
+            t->paused = c->paused_next;
+            if (t->paused == NULL)
+                t->paused_tail = NULL;
+            pthread_mutex_unlock(&t->cq_mtx);
+            conn_resume(c);
+            pthread_mutex_lock(&t->cq_mtx);
+            continue;
+        }
         struct client_item it = t->cq[t->cq_head];
         t->cq_head = (t->cq_head + 1) % TRANSPORT_CLIENT_QUEUE;
         t->cq_len--;
@@ -311,43 +405,6 @@ static void *client_thread_main(void *arg)
     }
     pthread_mutex_unlock(&t->cq_mtx);
     return NULL;
-}
-
-/* Under c->mtx: read what comes next. */
-static void conn_read_locked(struct in_conn *c)
-{
-    if (c->closing || spstream_rbuf_arm(&c->r, c->recv_aio) != 0) {
-        (void)conn_close_locked(c);
-        return;
-    }
-    c->reading = true;
-    nng_stream_recv(c->stream, c->recv_aio);
-}
-
-static void conn_recv_cb(void *arg)
-{
-    struct in_conn *c = arg;
-    struct transport *t = c->ln->t;
-    bool ok = nng_aio_result(c->recv_aio) == 0;
-    if (ok) { /* the buffer is ours alone while no read is posted */
-        enum spstream_deliver d = spstream_rbuf_deliver(
-            &c->r, nng_aio_count(c->recv_aio), c->ln->peer_proto, t->max_frame, conn_frame, c);
-        if (d == SPSTREAM_BAD)
-            atomic_fetch_add(c->ln->origin == TRANSPORT_FROM_CLIENT ? &t->client_bad_frames
-                                                                    : &t->peer_bad_frames,
-                             1);
-        ok = d == SPSTREAM_OK;
-    }
-    pthread_mutex_lock(&c->mtx);
-    c->reading = false;
-    bool retire = false;
-    if (ok && !c->closing)
-        conn_read_locked(c);
-    if (!ok || c->closing)
-        retire = conn_close_locked(c);
-    pthread_mutex_unlock(&c->mtx);
-    if (retire)
-        conn_retire(c);
 }
 
 static struct in_conn *conn_new(struct listener *ln, nng_stream *s)
@@ -664,6 +721,6 @@ void transport_get_stats(const struct transport *t, struct transport_stats *out)
     out->peer_closed = atomic_load(&m->peer_closed);
     out->client_closed = atomic_load(&m->client_closed);
     out->peer_bad_frames = atomic_load(&m->peer_bad_frames);
-    out->client_queue_full = atomic_load(&m->client_queue_full);
+    out->client_paused = atomic_load(&m->client_paused);
     out->client_bad_frames = atomic_load(&m->client_bad_frames);
 }

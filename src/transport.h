@@ -25,9 +25,10 @@
  * order and different connections are read in parallel. A peer's message
  * goes to on_recv right there (it verifies and queues for the loop): no
  * thread hand-off on the replicas' critical path. A client's goes through a
- * bounded queue (dropped and counted when full) to a client thread (1, or 2
- * with 8 or more CPUs) that calls on_recv, so that floods of client
- * connections cannot hold the threads the replicas' traffic needs. Ownership
+ * bounded queue to a client thread (1, or 2 with 8 or more CPUs) that calls
+ * on_recv, so that floods of client connections cannot hold the threads the
+ * replicas' traffic needs; when that queue is full the connection stops
+ * reading until there is room (TCP slows the client; nothing is dropped). Ownership
  * of the nng_msg moves to on_recv; when it answers false the connection is
  * closed (a peer redials by itself). A frame longer than max_message_bytes is
  * never read: its connection is closed when its length arrives; so is one
@@ -79,7 +80,7 @@ struct transport_stats {
     /* connections closed before a message was read: a bad handshake or a
      * frame that is malformed or longer than max_message_bytes */
     uint64_t peer_bad_frames, client_bad_frames;
-    uint64_t client_queue_full; /* client messages dropped: the client threads were behind */
+    uint64_t client_paused; /* client connections paused: the client threads were behind */
 };
 
 struct transport;

@@ -39,13 +39,13 @@ struct client {
 
 /* A frame from a replica (on an NNG thread): into its inbox, or dropped
  * when the inbox is full (the client re-sends what stays unanswered). */
-static bool on_frame(void *ctx, const uint8_t *body, size_t len)
+static enum spstream_take on_frame(void *ctx, const uint8_t *body, size_t len)
 {
     struct inbox *ib = ctx;
     struct client *c = ib->c;
     nng_msg *msg = NULL;
     if (nng_msg_alloc(&msg, len) != 0)
-        return true;
+        return SPSTREAM_TAKEN; /* dropped: the client re-sends what stays unanswered */
     memcpy(nng_msg_body(msg), body, len);
     pthread_mutex_lock(&c->mtx);
     if (ib->count < CLIENT_INBOX_MSGS) {
@@ -57,7 +57,7 @@ static bool on_frame(void *ctx, const uint8_t *body, size_t len)
     pthread_mutex_unlock(&c->mtx);
     if (msg != NULL)
         nng_msg_free(msg);
-    return true;
+    return SPSTREAM_TAKEN;
 }
 
 int client_open(const struct tally_config *cfg, struct client **out, struct tally_err *err)
