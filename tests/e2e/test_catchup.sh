@@ -55,9 +55,9 @@ if [ "$(jq -r .blocks_transferred <<<"$got")" -gt 0 ]; then
 else
     # Seen once in CI (ASan build, a view change among the other three just
     # before the restart): it executed every seq itself. Likely cause: each
-    # peer's push socket keeps up to TRANSPORT_BUFFER_MSGS sends to a peer
-    # that is down and delivers them, in order, when it reconnects; a short
-    # outage is then replayed in full. Still checked below: same head, audits
+    # peer's link keeps up to SPSTREAM_QUEUE_MSGS sends to a peer that is
+    # down and delivers them, in order, when it reconnects; a short outage is
+    # then replayed in full. Still checked below: same head, audits
     # and certificates. Its log, for whoever looks into it:
     ok "replica $victim caught up WITHOUT state transfer: $got"
     awk '/L0507|L0514|L0515|L2164|L2160|L2130|L0511/ && n++ < 40 { print "  log: " $0 }' \
