@@ -1,5 +1,6 @@
-/* SP over NNG streams (src/spstream.c): the send queue's caps, and the
- * requeue of a failed write's unsent frames. */
+/* SP over NNG streams (src/spstream.c): the send queue's caps, the requeue
+ * of a failed write's unsent frames, and a receive buffer that pauses when
+ * its frames cannot be taken (the client queue's backpressure). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -89,11 +90,63 @@ static void test_requeue_unsent(void **state)
     spstream_sendq_free(&q);
 }
 
+/* A frame callback that takes `room` frames, then asks to be called later. */
+struct taker {
+    size_t room, taken;
+    uint8_t first[8]; /* first byte of each frame taken */
+};
+
+static enum spstream_take take_some(void *ctx, const uint8_t *body, size_t len)
+{
+    struct taker *k = ctx;
+    assert_int_equal(len, 10);
+    if (k->room == 0)
+        return SPSTREAM_LATER;
+    k->room--;
+    k->first[k->taken++] = body[0];
+    return SPSTREAM_TAKEN;
+}
+
+static void test_rbuf_pause_and_resume(void **state)
+{
+    (void)state;
+    struct spstream_rbuf r;
+    assert_int_equal(spstream_rbuf_init(&r), 0);
+    /* The other side's handshake and four frames, as one read. */
+    size_t n = 0;
+    spframe_handshake(r.buf, SPFRAME_PUSH0);
+    n += SPFRAME_HANDSHAKE;
+    for (uint8_t i = 0; i < 4; i++) {
+        n += spframe_header(r.buf + n, 10, false);
+        memset(r.buf + n, 'a' + i, 10);
+        n += 10;
+    }
+    struct taker k = {.room = 1};
+    /* One frame fits: the rest stays, the first of them at the front. */
+    assert_int_equal(spstream_rbuf_deliver(&r, n, SPFRAME_PUSH0, 100, take_some, &k),
+                     SPSTREAM_PAUSED);
+    assert_int_equal(k.taken, 1);
+    assert_int_equal(r.have, 3 * (SPFRAME_HEADER + 10));
+    assert_int_equal(r.buf[SPFRAME_HEADER], 'b');
+    /* Still no room: nothing moves. */
+    assert_int_equal(spstream_rbuf_deliver(&r, 0, SPFRAME_PUSH0, 100, take_some, &k),
+                     SPSTREAM_PAUSED);
+    assert_int_equal(k.taken, 1);
+    /* Room for everything: resumed without new bytes, in order. */
+    k.room = 8;
+    assert_int_equal(spstream_rbuf_deliver(&r, 0, SPFRAME_PUSH0, 100, take_some, &k), SPSTREAM_OK);
+    assert_int_equal(k.taken, 4);
+    assert_memory_equal(k.first, "abcd", 4);
+    assert_int_equal(r.have, 0);
+    spstream_rbuf_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_requeue_unsent),
+        cmocka_unit_test(test_rbuf_pause_and_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
