@@ -103,10 +103,10 @@ void spstream_sendq_requeue_unsent(struct spstream_sendq *q)
         uint64_t len = 0;
         for (int i = 0; i < 8; i++)
             len = len << 8 | q->inflight[off + (size_t)i];
-        if (off >= q->inflight_off && start == q->inflight_len)
-            start = off;
-        if (off >= q->inflight_off)
-            msgs++;
+        if (off >= q->inflight_off) { /* not begun: the first such starts the rest */
+            if (msgs++ == 0)
+                start = off;
+        }
         off += SPFRAME_HEADER + (size_t)len;
     }
     size_t unsent = q->inflight_len - start;

@@ -32,7 +32,6 @@ struct transport;
 
 /* One other replica: the link toward it. */
 struct peer {
-    struct transport *t;
     uint32_t id;
     struct spstream_link *link;
 };
@@ -90,7 +89,7 @@ struct transport {
     struct in_conn *slots[TRANSPORT_MAX_CONNS]; /* live connections, by id % TRANSPORT_MAX_CONNS */
     struct in_conn *dead;                       /* ended, to be freed */
     bool stopping;
-    uint32_t next_conn_id, conn_generation;
+    uint32_t next_slot, conn_generation; /* where the search for a free slot starts */
     struct peer peers[TRANSPORT_MAX_PEERS];
     /* Client messages are verified on threads of their own, so that a flood
      * of client connections cannot hold the NNG threads that carry the
@@ -446,14 +445,14 @@ static void accept_cb(void *arg)
     pthread_mutex_lock(&t->conn_mtx);
     if (c != NULL && !t->stopping && ln->nlive < ln->max_conns) {
         /* A free slot; the id names the slot and how often it was used. */
-        uint32_t slot = t->next_conn_id % TRANSPORT_MAX_CONNS;
+        uint32_t slot = t->next_slot % TRANSPORT_MAX_CONNS;
         while (t->slots[slot] != NULL)
             slot = (slot + 1) % TRANSPORT_MAX_CONNS;
         uint32_t gen = ++t->conn_generation;
         c->id = gen * TRANSPORT_MAX_CONNS + slot;
         if (c->id == 0) /* 0 is no connection */
             c->id = (++t->conn_generation) * TRANSPORT_MAX_CONNS + slot;
-        t->next_conn_id = slot + 1;
+        t->next_slot = slot + 1;
         t->slots[slot] = c;
         ln->nlive++;
         listed = true;
@@ -561,10 +560,8 @@ int transport_start(const struct transport_opts *o, struct transport **out, stru
         return tally_errf(err, TALLY_ENOMEM, "transport: out of memory");
     t->o = *o;
     t->max_frame = o->max_message_bytes > 0 ? o->max_message_bytes : TRANSPORT_DEFAULT_MAX_MSG;
-    for (uint32_t i = 0; i < o->n; i++) {
-        t->peers[i].t = t;
+    for (uint32_t i = 0; i < o->n; i++)
         t->peers[i].id = i;
-    }
     if (pthread_mutex_init(&t->conn_mtx, NULL) != 0) {
         rc = tally_errf(err, TALLY_EIO, "transport: no mutex");
         goto fail;

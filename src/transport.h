@@ -47,7 +47,6 @@
 #include <nng/nng.h>
 
 #include "src/err.h"
-#include "src/spstream.h"
 
 #define TRANSPORT_MAX_PEERS 16
 
