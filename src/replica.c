@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@
 #include "src/transport.h"
 #include "src/verifier.h"
 
-#define LOOP_QUEUE_MAX 8192      /* events waiting for the loop thread */
+#define LOOP_QUEUE_MAX 8192      /* events waiting for a step */
 #define LOOP_STEP_MAX 512        /* events handled in one step (one synced write) */
 #define LOOP_TICK_MS 1           /* pbft_on_tick period while events come in ... */
 #define LOOP_IDLE_TICK_MS 20     /* ... and once none came for this long */
@@ -67,16 +68,22 @@ struct replica {
     struct transport *transport;
     struct verifier *verifier;
 
-    /* event queue: verifier threads -> loop thread */
+    /* event queue: verifier threads -> steps (see take_steps) */
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* wakes the loop thread */
+    pthread_cond_t idle; /* stepping went false while stopping */
     struct verifier_event *q_head, *q_tail;
     size_t q_len;
     bool stopping;
+    bool stepping;         /* a thread is taking steps */
+    bool started;          /* NNG threads may step (the loop thread is up) */
+    bool loop_waiting;     /* the loop thread waits for a step to end */
+    uint64_t next_tick_ms; /* when pbft_on_tick is due */
     pthread_t loop;
     bool loop_started;
 
-    /* loop thread state */
+    /* stepping state: used by one thread at a time (whichever set stepping) */
+    uint64_t last_event_ms;
     struct pending_slot *pending;
     struct out_send *sends;
     size_t nsends, sends_cap;
@@ -949,6 +956,16 @@ static void handle_event(struct replica *r, struct verifier_event *ev, uint64_t 
     }
 }
 
+static void take_steps(struct replica *r, unsigned max_steps);
+
+/* Queue ev for a step. The normal case's messages from peers are stepped on
+ * the NNG thread that read and verified them, once the read's frames are all
+ * queued (step_after_peer_read), unless a thread is stepping already: the
+ * loop thread's wake-up was one of the three thread hand-offs each protocol
+ * message cost between the socket and the core (BENCHMARKS.md, "Eighth
+ * pass"). Everything else wakes the loop thread: client messages come from
+ * the client threads, which have verifying to do, and state transfer or a
+ * view change can take long steps that would hold an NNG thread. */
 static int deliver_event(void *ctx, struct verifier_event *ev)
 {
     struct replica *r = ctx;
@@ -957,6 +974,9 @@ static int deliver_event(void *ctx, struct verifier_event *ev)
         pthread_mutex_unlock(&r->lock);
         return -1;
     }
+    bool normal_case = ev->kind == VERIFIER_EV_PEER &&
+                       (ev->m.type == MSG_PRE_PREPARE || ev->m.type == MSG_PREPARE ||
+                        ev->m.type == MSG_COMMIT || ev->m.type == MSG_CHECKPOINT);
     ev->next = NULL;
     if (r->q_tail != NULL)
         r->q_tail->next = ev;
@@ -964,9 +984,22 @@ static int deliver_event(void *ctx, struct verifier_event *ev)
         r->q_head = ev;
     r->q_tail = ev;
     r->q_len++;
-    pthread_cond_signal(&r->cond);
+    if (!r->stepping && !(normal_case && r->started))
+        pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
     return 0;
+}
+
+static void step_after_peer_read(void *ctx)
+{
+    struct replica *r = ctx;
+    pthread_mutex_lock(&r->lock);
+    if (r->stepping || !r->started || r->stopping || r->q_head == NULL) {
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
+    r->stepping = true;
+    take_steps(r, 1);
 }
 
 static bool on_recv(void *ctx, enum transport_origin origin, uint32_t pipe, nng_msg *msg)
@@ -996,19 +1029,23 @@ static void end_step(struct replica *r)
     flush_sends(r);
 }
 
-static void *loop_main(void *arg)
+/* Under r->lock, with r->stepping just set by the caller: take up to
+ * max_steps steps (each: up to LOOP_STEP_MAX queued events and the tick if it
+ * is due, then end_step), stopping early when nothing is left to do. Clears
+ * stepping and returns with the lock released. Work left over (an NNG thread
+ * takes one step, so that the connection it reads is not held up) goes to the
+ * loop thread. */
+static void take_steps(struct replica *r, unsigned max_steps)
 {
-    struct replica *r = arg;
-    uint64_t next_tick = mono_now_ms(), last_event = next_tick;
-    for (;;) {
-        pthread_mutex_lock(&r->lock);
-        uint64_t t;
-        while (r->q_head == NULL && !r->stopping && (t = mono_now_ms()) < next_tick) {
-            struct timespec ts = mono_deadline(next_tick - t);
-            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
-        }
-        if (r->stopping) {
-            pthread_mutex_unlock(&r->lock);
+    for (unsigned n = 0;; n++) {
+        if (r->stopping)
+            break;
+        uint64_t now = mono_now_ms();
+        bool tick = now >= r->next_tick_ms;
+        if (r->q_head == NULL && !tick)
+            break;
+        if (n == max_steps) {
+            pthread_cond_signal(&r->cond); /* the rest is the loop thread's */
             break;
         }
         struct verifier_event *batch = r->q_head, *last = NULL;
@@ -1023,14 +1060,12 @@ static void *loop_main(void *arg)
                 r->q_tail = NULL;
             last->next = NULL;
             r->q_len -= taken;
-        } else {
-            batch = NULL;
         }
+        uint64_t next_tick = r->next_tick_ms;
         pthread_mutex_unlock(&r->lock);
 
-        uint64_t now = mono_now_ms();
         if (batch != NULL)
-            last_event = now;
+            r->last_event_ms = now;
         while (batch != NULL) {
             struct verifier_event *next = batch->next;
             if (!atomic_load(&r->failed))
@@ -1042,17 +1077,61 @@ static void *loop_main(void *arg)
          * need a 1 ms tick only while there is traffic; an idle replica
          * wakes 50 times a second instead of 1,000 (each wake-up costs
          * ~15 us of CPU on this kind of VM). An event pulls the tick in. */
-        uint64_t period = now - last_event < LOOP_IDLE_TICK_MS ? LOOP_TICK_MS : LOOP_IDLE_TICK_MS;
-        if (now >= next_tick) {
+        uint64_t period =
+            now - r->last_event_ms < LOOP_IDLE_TICK_MS ? LOOP_TICK_MS : LOOP_IDLE_TICK_MS;
+        bool pulled_in = false;
+        if (tick) {
             if (!atomic_load(&r->failed))
                 pbft_on_tick(r->core, now);
             next_tick = now + period;
         } else if (next_tick > now + period) {
             next_tick = now + period;
+            pulled_in = true;
         }
         end_step(r);
+
+        pthread_mutex_lock(&r->lock);
+        r->next_tick_ms = next_tick;
+        if (pulled_in)
+            pthread_cond_signal(&r->cond); /* it sleeps until the old tick */
     }
-    end_step(r);
+    r->stepping = false;
+    if (r->loop_waiting)
+        pthread_cond_signal(&r->cond);
+    if (r->stopping)
+        pthread_cond_broadcast(&r->idle);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Steps for what no NNG thread steps: client messages, ticks, leftovers. */
+static void *loop_main(void *arg)
+{
+    struct replica *r = arg;
+    pthread_mutex_lock(&r->lock);
+    r->started = true; /* r->transport is set: steps may send */
+    for (;;) {
+        for (;;) {
+            if (r->stopping)
+                break;
+            if (r->stepping) { /* it ticks too; look again when it ends */
+                r->loop_waiting = true;
+                pthread_cond_wait(&r->cond, &r->lock);
+                r->loop_waiting = false;
+                continue;
+            }
+            uint64_t now = mono_now_ms();
+            if (r->q_head != NULL || now >= r->next_tick_ms)
+                break;
+            struct timespec ts = mono_deadline(r->next_tick_ms - now);
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        }
+        if (r->stopping)
+            break;
+        r->stepping = true;
+        take_steps(r, UINT_MAX);
+        pthread_mutex_lock(&r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
     return NULL;
 }
 
@@ -1236,6 +1315,8 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
 #endif
     pthread_mutex_init(&r->lock, NULL);
     mono_cond_init(&r->cond); /* a wall-clock step never stalls ticks */
+    pthread_cond_init(&r->idle, NULL);
+    r->next_tick_ms = r->last_event_ms = mono_now_ms();
     pthread_mutex_init(&r->fail_lock, NULL);
     msg_buf_init(&r->out_bytes);
     msg_buf_init(&r->scratch);
@@ -1311,19 +1392,20 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
                                 .client_listen = cfg->replicas[o->id].client_address,
                                 .max_message_bytes = cfg->max_message_bytes,
                                 .on_recv = on_recv,
+                                .peer_read_done = step_after_peer_read,
                                 .ctx = r};
     for (uint32_t i = 0; i < cfg->n; i++)
         to.peer_addrs[i] = cfg->replicas[i].peer_address;
     if ((rc = transport_start(&to, &r->transport, err)) != 0)
         goto fail;
 
+    tc_hash head; /* read now: steps (on any thread) start with the loop thread */
+    ledger_head_hash(r->ledger, &head);
     if (pthread_create(&r->loop, NULL, loop_main, r) != 0) {
         rc = tally_errf(err, TALLY_EIO, "cannot start the loop thread");
         goto fail;
     }
     r->loop_started = true;
-    tc_hash head;
-    ledger_head_hash(r->ledger, &head);
     char hex[2 * TC_HASH_BYTES + 1];
     tc_hex_encode(head.b, TC_HASH_BYTES, hex);
     LOG_INFO("L0508",
@@ -1343,15 +1425,18 @@ void replica_stop(struct replica *r)
 {
     if (r == NULL)
         return;
-    /* The loop thread first (it sends through the transport and asks the
-     * verifier's cache), then the receive side, then the verifier pool. */
+    /* Steps first (they send through the transport and ask the verifier's
+     * cache): no new one starts once stopping is set, and a running one is
+     * waited for. Then the receive side, then the verifier pool. */
     pthread_mutex_lock(&r->lock);
     r->stopping = true;
     pthread_cond_broadcast(&r->cond);
+    while (r->stepping)
+        pthread_cond_wait(&r->idle, &r->lock);
     pthread_mutex_unlock(&r->lock);
     if (r->loop_started)
         pthread_join(r->loop, NULL);
-    /* Only the loop thread used the ledger: make it durable and close it now,
+    /* Only steps used the ledger: make it durable and close it now,
      * before the sockets (whose teardown is NNG's business). */
     if (r->ledger != NULL && r->staged) {
         struct tally_err err = {0};
@@ -1385,6 +1470,7 @@ void replica_stop(struct replica *r)
     free(r->found_entries);
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->cond);
+    pthread_cond_destroy(&r->idle);
     pthread_mutex_destroy(&r->fail_lock);
     free(r);
 }

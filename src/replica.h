@@ -1,17 +1,21 @@
-/* The replica shell: one loop thread that owns the PBFT core and the ledger.
+/* The replica shell: the PBFT core and the ledger, driven in steps by one
+ * thread at a time.
  *
  *   transport (NNG streams; each read completes on an NNG task thread)
  *     -> verifier on that thread (decode, signatures)
- *     -> bounded event queue -> loop thread: pbft_on_* / queries / status
+ *     -> bounded event queue -> a step: pbft_on_* / queries / status
  *
- * The loop thread drains the event queue in steps. During a step the core's
- * promises (io->persist) are staged in the ledger's protocol key space and its
- * sends are buffered; at the end of the step the staged promises are written
- * with ONE synced RocksDB write (or ride along in the WriteBatch of a block
- * executed in the same step) and only then are the buffered sends flushed
- * (persist-before-send). Executing a committed batch applies it as one block
- * (signatures already verified by the pool) and sends ONE signed REPLY per
- * client connection per block.
+ * A step takes what is queued (and the core's tick when due). A verified
+ * peer message is stepped on the NNG thread that read it when no other thread
+ * is stepping (one step, then it goes back to reading); everything else
+ * (client messages, ticks, what is left over) is stepped by the loop thread.
+ * During a step the core's promises (io->persist) are staged in the ledger's
+ * protocol key space and its sends are buffered; at the end of the step the
+ * staged promises are written with ONE synced RocksDB write (or ride along in
+ * the WriteBatch of a block executed in the same step) and only then are the
+ * buffered sends flushed (persist-before-send). Executing a committed batch
+ * applies it as one block (signatures already verified by the pool) and sends
+ * ONE signed REPLY per client connection per block.
  *
  * Protocol state keys (ledger meta, big-endian seq):
  *   "view"            u64 view
@@ -49,7 +53,7 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
 /* Stop the threads, flush and close the ledger, free. NULL is fine. */
 void replica_stop(struct replica *r);
 
-/* True when the loop thread hit an error it cannot continue from (a failed
+/* True when a step hit an error it cannot continue from (a failed
  * ledger write); err gets the reason. The process should exit. */
 bool replica_failed(struct replica *r, struct tally_err *err);
 

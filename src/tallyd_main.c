@@ -3,8 +3,8 @@
  *   tallyd --config FILE --id I --data DIR [--key FILE] [--log-level L]
  *
  * Signals are blocked in every thread; the main thread waits for SIGTERM or
- * SIGINT (sigtimedwait) and then shuts down cleanly: the loop thread finishes
- * its step, promises are flushed and RocksDB is closed. */
+ * SIGINT (sigtimedwait) and then shuts down cleanly: a running step
+ * finishes, promises are flushed and RocksDB is closed. */
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>

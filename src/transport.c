@@ -356,6 +356,8 @@ static void conn_recv_cb(void *arg)
     if (nng_aio_result(c->recv_aio) == 0) /* the buffer is ours while no read is posted */
         d = spstream_rbuf_deliver(&c->r, nng_aio_count(c->recv_aio), c->ln->peer_proto,
                                   t->max_frame, conn_frame, c);
+    if (c->ln->origin == TRANSPORT_FROM_PEER && t->o.peer_read_done != NULL)
+        t->o.peer_read_done(t->o.ctx);
     conn_after_deliver(c, d);
 }
 

@@ -23,7 +23,9 @@
  * one of NNG's task threads, every whole frame in the buffer is handed on and
  * then the next read is posted, so messages from one connection keep their
  * order and different connections are read in parallel. A peer's message
- * goes to on_recv right there (it verifies and queues for the loop): no
+ * goes to on_recv right there (it verifies and queues for the core), and once
+ * the read's frames are all handed on, peer_read_done is called on the same
+ * thread (with no transport lock held: the replica takes a step there): no
  * thread hand-off on the replicas' critical path. A client's goes through a
  * bounded queue to a client thread (1, or 2 with 8 or more CPUs) that calls
  * on_recv, so that floods of client connections cannot hold the threads the
@@ -59,6 +61,9 @@ enum transport_origin { TRANSPORT_FROM_PEER, TRANSPORT_FROM_CLIENT };
  * have the connection closed. */
 typedef bool (*transport_recv_fn)(void *ctx, enum transport_origin origin, uint32_t pipe,
                                   nng_msg *msg);
+/* Called on the NNG task thread of a peer connection's completed read, after
+ * its frames went to on_recv and before the next read is posted. */
+typedef void (*transport_read_done_fn)(void *ctx);
 
 struct transport_opts {
     uint32_t self; /* this replica's id */
@@ -68,6 +73,7 @@ struct transport_opts {
     const char *peer_addrs[TRANSPORT_MAX_PEERS]; /* indexed by id; [self] unused */
     size_t max_message_bytes;
     transport_recv_fn on_recv;
+    transport_read_done_fn peer_read_done; /* may be NULL */
     void *ctx;
 };
 

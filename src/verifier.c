@@ -178,7 +178,7 @@ static void verify_batch(struct verifier *v, const struct msg_batch *b, tc_hash 
 }
 
 /* Warm the verdict cache with the transactions of a state chunk's blocks, so
- * that the loop thread's install finds them verified. Bad chunks are left to
+ * that the install (in a step) finds them verified. Bad chunks are left to
  * the install to reject (with a reason). */
 static void verify_chunk_txs(struct verifier *v, const struct msg *m)
 {

@@ -1,7 +1,7 @@
 /* Verifier: decodes every received message and checks its signatures before
- * the loop thread sees it. It runs on the thread that completed the
+ * the core sees it. It runs on the thread that completed the
  * transport's read (verifier_process), so a message goes from the socket to
- * the loop's queue without another thread hand-off, and the work spreads over
+ * the core's queue without another thread hand-off, and the work spreads over
  * as many connections as are sending at once.
  *
  *  - Peer messages: the envelope must decode (msg_decode, bounded by
@@ -23,7 +23,7 @@
  *    VERIFIER_CLOSE: the transport closes it, so a stranger pays a new
  *    connection for every forged message instead of streaming them.
  *
- * Output goes to the deliver callback (the loop thread's queue), which takes
+ * Output goes to the deliver callback (the replica's event queue), which takes
  * ownership of the event on success and returns nonzero when its queue is
  * full (the verifier then frees the event and counts it). Prefix: verifier_. */
 #ifndef TALLY_VERIFIER_H
