@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -74,6 +73,7 @@ struct replica {
     pthread_cond_t idle; /* stepping went false while stopping */
     struct verifier_event *q_head, *q_tail;
     size_t q_len;
+    size_t q_loop_only; /* queued events only the loop thread steps */
     bool stopping;
     bool stepping;         /* a thread is taking steps */
     bool started;          /* NNG threads may step (the loop thread is up) */
@@ -956,7 +956,17 @@ static void handle_event(struct replica *r, struct verifier_event *ev, uint64_t 
     }
 }
 
-static void take_steps(struct replica *r, unsigned max_steps);
+static void take_steps(struct replica *r, bool loop_thread);
+
+/* State transfer and view changes can take long steps (installing blocks,
+ * checking certificates): those are the loop thread's, never an NNG
+ * thread's. */
+static bool loop_only(const struct verifier_event *ev)
+{
+    return ev->kind == VERIFIER_EV_PEER &&
+           (ev->m.type == MSG_STATE_REQ || ev->m.type == MSG_STATE_RESP ||
+            ev->m.type == MSG_VIEW_CHANGE || ev->m.type == MSG_NEW_VIEW);
+}
 
 /* Queue ev for a step. The normal case's messages from peers are stepped on
  * the NNG thread that read and verified them, once the read's frames are all
@@ -964,8 +974,7 @@ static void take_steps(struct replica *r, unsigned max_steps);
  * loop thread's wake-up was one of the three thread hand-offs each protocol
  * message cost between the socket and the core (BENCHMARKS.md, "Eighth
  * pass"). Everything else wakes the loop thread: client messages come from
- * the client threads, which have verifying to do, and state transfer or a
- * view change can take long steps that would hold an NNG thread. */
+ * the client threads, which have verifying to do, and loop_only ones. */
 static int deliver_event(void *ctx, struct verifier_event *ev)
 {
     struct replica *r = ctx;
@@ -974,9 +983,9 @@ static int deliver_event(void *ctx, struct verifier_event *ev)
         pthread_mutex_unlock(&r->lock);
         return -1;
     }
-    bool normal_case = ev->kind == VERIFIER_EV_PEER &&
-                       (ev->m.type == MSG_PRE_PREPARE || ev->m.type == MSG_PREPARE ||
-                        ev->m.type == MSG_COMMIT || ev->m.type == MSG_CHECKPOINT);
+    bool normal_case = ev->kind == VERIFIER_EV_PEER && !loop_only(ev);
+    if (loop_only(ev))
+        r->q_loop_only++;
     ev->next = NULL;
     if (r->q_tail != NULL)
         r->q_tail->next = ev;
@@ -994,12 +1003,12 @@ static void step_after_peer_read(void *ctx)
 {
     struct replica *r = ctx;
     pthread_mutex_lock(&r->lock);
-    if (r->stepping || !r->started || r->stopping || r->q_head == NULL) {
+    if (r->stepping || !r->started || r->stopping || r->q_head == NULL || r->q_loop_only > 0) {
         pthread_mutex_unlock(&r->lock);
-        return;
+        return; /* a stepping thread takes it, or the loop thread was woken */
     }
     r->stepping = true;
-    take_steps(r, 1);
+    take_steps(r, false);
 }
 
 static bool on_recv(void *ctx, enum transport_origin origin, uint32_t pipe, nng_msg *msg)
@@ -1029,13 +1038,13 @@ static void end_step(struct replica *r)
     flush_sends(r);
 }
 
-/* Under r->lock, with r->stepping just set by the caller: take up to
- * max_steps steps (each: up to LOOP_STEP_MAX queued events and the tick if it
- * is due, then end_step), stopping early when nothing is left to do. Clears
- * stepping and returns with the lock released. Work left over (an NNG thread
- * takes one step, so that the connection it reads is not held up) goes to the
- * loop thread. */
-static void take_steps(struct replica *r, unsigned max_steps)
+/* Under r->lock, with r->stepping just set by the caller: take steps (each:
+ * up to LOOP_STEP_MAX queued events and the tick if it is due, then end_step)
+ * until nothing is left to do. Another thread than the loop thread takes at
+ * most one, and none while a loop_only event is queued, so that the
+ * connection it reads is not held up; what it leaves goes to the loop thread.
+ * Clears stepping and returns with the lock released. */
+static void take_steps(struct replica *r, bool loop_thread)
 {
     for (unsigned n = 0;; n++) {
         if (r->stopping)
@@ -1044,7 +1053,7 @@ static void take_steps(struct replica *r, unsigned max_steps)
         bool tick = now >= r->next_tick_ms;
         if (r->q_head == NULL && !tick)
             break;
-        if (n == max_steps) {
+        if (!loop_thread && (n == 1 || r->q_loop_only > 0)) {
             pthread_cond_signal(&r->cond); /* the rest is the loop thread's */
             break;
         }
@@ -1053,6 +1062,8 @@ static void take_steps(struct replica *r, unsigned max_steps)
         for (struct verifier_event *e = batch; e != NULL && taken < LOOP_STEP_MAX; e = e->next) {
             last = e;
             taken++;
+            if (loop_only(e))
+                r->q_loop_only--;
         }
         if (last != NULL) {
             r->q_head = last->next;
@@ -1128,7 +1139,7 @@ static void *loop_main(void *arg)
         if (r->stopping)
             break;
         r->stepping = true;
-        take_steps(r, UINT_MAX);
+        take_steps(r, true);
         pthread_mutex_lock(&r->lock);
     }
     pthread_mutex_unlock(&r->lock);
