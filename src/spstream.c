@@ -150,6 +150,13 @@ int spstream_rbuf_arm(struct spstream_rbuf *r, nng_aio *aio)
     return nng_aio_set_iov(aio, 1, &iov) == 0 ? 0 : -1;
 }
 
+/* Forget the first off bytes of the buffer (delivered frames, the handshake). */
+static void rbuf_drop(struct spstream_rbuf *r, size_t off)
+{
+    memmove(r->buf, r->buf + off, r->have - off);
+    r->have -= off;
+}
+
 enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
                                             enum spframe_proto peer, size_t max_body,
                                             spstream_frame_fn fn, void *ctx)
@@ -173,8 +180,7 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
         if (st == SPFRAME_NEED) {
             want = f.need;
             if (f.need > r->cap) { /* grow for this one frame (its length is bounded) */
-                memmove(r->buf, r->buf + off, r->have - off);
-                r->have -= off;
+                rbuf_drop(r, off);
                 off = 0;
                 uint8_t *p = realloc(r->buf, f.need);
                 if (p == NULL)
@@ -190,16 +196,13 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
         if (take == SPSTREAM_REFUSED)
             return SPSTREAM_REJECTED;
         if (take == SPSTREAM_LATER) { /* keep this frame at the front */
-            memmove(r->buf, r->buf + off, r->have - off);
-            r->have -= off;
+            rbuf_drop(r, off);
             return SPSTREAM_PAUSED;
         }
         off += f.consumed;
     }
-    if (off > 0) {
-        memmove(r->buf, r->buf + off, r->have - off);
-        r->have -= off;
-    }
+    if (off > 0)
+        rbuf_drop(r, off);
     if (want <= SPSTREAM_RECV_CHUNK && r->cap > 4 * SPSTREAM_RECV_CHUNK) {
         /* give back a big frame's room (have <= want: it fits) */
         uint8_t *p = realloc(r->buf, SPSTREAM_RECV_CHUNK);

@@ -95,9 +95,10 @@ void spstream_rbuf_free(struct spstream_rbuf *r);
  * side's handshake is in, the read times out after SPSTREAM_HANDSHAKE_MS. */
 int spstream_rbuf_arm(struct spstream_rbuf *r, nng_aio *aio);
 /* n more bytes arrived (0: none, to go on after SPSTREAM_PAUSED): check the
- * peer's handshake (once), then hand every whole frame to fn. The buffer grows for one frame up to
- * its length, which is checked against max_body before it is believed. A pair1 frame past its TTL
- * is SPSTREAM_BAD here (NNG drops it and reads on; no honest Tally speaker sends one). */
+ * peer's handshake (once), then hand every whole frame to fn. The buffer
+ * grows for one frame up to its length, which is checked against max_body
+ * before it is believed. A pair1 frame past its TTL is SPSTREAM_BAD here (NNG
+ * drops it and reads on; no honest Tally speaker sends one). */
 enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
                                             enum spframe_proto peer, size_t max_body,
                                             spstream_frame_fn fn, void *ctx);
