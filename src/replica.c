@@ -983,8 +983,9 @@ static int deliver_event(void *ctx, struct verifier_event *ev)
         pthread_mutex_unlock(&r->lock);
         return -1;
     }
-    bool normal_case = ev->kind == VERIFIER_EV_PEER && !loop_only(ev);
-    if (loop_only(ev))
+    bool only_loop = loop_only(ev);
+    bool normal_case = ev->kind == VERIFIER_EV_PEER && !only_loop;
+    if (only_loop)
         r->q_loop_only++;
     ev->next = NULL;
     if (r->q_tail != NULL)

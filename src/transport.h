@@ -30,13 +30,13 @@
  * bounded queue to a client thread (1, or 2 with 8 or more CPUs) that calls
  * on_recv, so that floods of client connections cannot hold the threads the
  * replicas' traffic needs; when that queue is full the connection stops
- * reading until there is room (TCP slows the client; nothing is dropped). Ownership
- * of the nng_msg moves to on_recv; when it answers false the connection is
- * closed (a peer redials by itself). A frame longer than max_message_bytes is
- * never read: its connection is closed when its length arrives; so is one
- * whose handshake does not arrive within 10 s. At most 64 peer and 1024
- * client connections are open at once; more are refused (a warning every
- * 10 s at most).
+ * reading until there is room (TCP slows the client; nothing is dropped).
+ * Ownership of the nng_msg moves to on_recv; when it answers false the
+ * connection is closed (a peer redials by itself). A frame longer than
+ * max_message_bytes is never read: its connection is closed when its length
+ * arrives; so is one whose handshake does not arrive within 10 s. At most 64
+ * peer and 1024 client connections are open at once; more are refused (a
+ * warning every 10 s at most).
  *
  * Prefix: transport_. Thread-safe: sends may come from any thread. */
 #ifndef TALLY_TRANSPORT_H
