@@ -110,6 +110,7 @@ struct ltblock {
 struct audit {
     struct ledger *l;
     rocksdb_t *db;
+    rocksdb_column_family_handle_t *cf_acct; /* the accounts (ledger_accounts_cf) */
     rocksdb_readoptions_t *ro;
     struct ledger_audit_report *rep;
     struct amap accts;
@@ -1082,7 +1083,7 @@ static int walk_blocks(struct audit *a, const struct ledger_audit_opts *opts, ui
 /* Stored accounts against the re-executed state, both ways. */
 static void check_accounts(struct audit *a)
 {
-    rocksdb_iterator_t *it = rocksdb_create_iterator(a->db, a->ro);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(a->db, a->ro, a->cf_acct);
     char first = LEDGER_KEY_ACCOUNT;
     size_t stored = 0;
     char hex[65];
@@ -1143,7 +1144,8 @@ static void check_accounts(struct audit *a)
             memcpy(key + 1, a->accts.v[i].pk.b, TC_PUBKEY_BYTES);
             char *e = NULL;
             size_t len;
-            char *val = rocksdb_get(a->db, a->ro, (const char *)key, sizeof(key), &len, &e);
+            char *val =
+                rocksdb_get_cf(a->db, a->ro, a->cf_acct, (const char *)key, sizeof(key), &len, &e);
             if (e != NULL)
                 rocksdb_free(e);
             if (val == NULL) {
@@ -1310,6 +1312,7 @@ int ledger_audit(const char *dir, const struct ledger_audit_opts *opts,
     if (rc != TALLY_OK)
         return tally_err_wrap(err, "audit");
     a.db = ledger_rocksdb(a.l);
+    a.cf_acct = ledger_accounts_cf(a.l);
     a.ro = ledger_readoptions(a.l);
     randombytes_buf(a.key, sizeof(a.key));
     tc_lthash_zero(&a.lt);

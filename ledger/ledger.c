@@ -17,6 +17,7 @@
 /* RocksDB's block cache (uncompressed blocks; grows as used). 1,000,000
  * accounts take ~60 MB of account blocks. */
 #define LEDGER_BLOCK_CACHE_BYTES ((size_t)256 << 20)
+#define LEDGER_MAX_WAL_BYTES ((uint64_t)128 << 20) /* two of RocksDB's default 64 MiB memtables */
 
 /* Free space an open needs above the floor (LEDGER_MIN_FREE_BYTES): RocksDB
  * preallocates a new 4 MiB MANIFEST at every open. */
@@ -49,9 +50,11 @@ struct acct_cache_slot {
 
 struct ledger {
     rocksdb_t *db;
-    rocksdb_column_family_handle_t *cf; /* the default (only) one, for batched reads */
+    rocksdb_column_family_handle_t *cf;      /* "default": everything but accounts */
+    rocksdb_column_family_handle_t *cf_acct; /* LEDGER_ACCOUNTS_CF: the 'A' keys */
     rocksdb_options_t *options;
-    rocksdb_env_t *env; /* in-memory env, or NULL */
+    rocksdb_options_t *acct_options; /* options plus in-place updates */
+    rocksdb_env_t *env;              /* in-memory env, or NULL */
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache; /* block cache, LEDGER_BLOCK_CACHE_BYTES */
     rocksdb_readoptions_t *ro;
@@ -100,6 +103,11 @@ rocksdb_t *ledger_rocksdb(struct ledger *l)
     return l->db;
 }
 
+rocksdb_column_family_handle_t *ledger_accounts_cf(struct ledger *l)
+{
+    return l->cf_acct;
+}
+
 rocksdb_readoptions_t *ledger_readoptions(struct ledger *l)
 {
     return l->ro;
@@ -132,12 +140,32 @@ static int rocks_err(struct tally_err *err, char *msg, const char *dir, const ch
     return code;
 }
 
-/* Get a value; *val NULL when absent. The value is malloc'd by RocksDB. */
+/* Get a value from the default column family; *val NULL when absent. The
+ * value is malloc'd by RocksDB. */
 static int db_get(struct ledger *l, const uint8_t *key, size_t klen, char **val, size_t *len,
                   struct tally_err *err)
 {
     char *e = NULL;
     *val = rocksdb_get(l->db, l->ro, (const char *)key, klen, len, &e);
+    if (e != NULL)
+        return rocks_err(err, e, l->dir, "read");
+    return TALLY_OK;
+}
+
+static void account_key(const tc_pubkey *pk, uint8_t key[1 + TC_PUBKEY_BYTES])
+{
+    key[0] = LEDGER_KEY_ACCOUNT;
+    memcpy(key + 1, pk->b, TC_PUBKEY_BYTES);
+}
+
+/* The same for an account's record; *val NULL when there is no account. */
+static int acct_db_get(struct ledger *l, const tc_pubkey *pk, char **val, size_t *len,
+                       struct tally_err *err)
+{
+    uint8_t key[1 + TC_PUBKEY_BYTES];
+    account_key(pk, key);
+    char *e = NULL;
+    *val = rocksdb_get_cf(l->db, l->ro, l->cf_acct, (const char *)key, sizeof(key), len, &e);
     if (e != NULL)
         return rocks_err(err, e, l->dir, "read");
     return TALLY_OK;
@@ -297,6 +325,34 @@ int ledger_open(const char *dir, struct ledger **out, struct tally_err *err)
     return ledger_open_opts(dir, NULL, out, err);
 }
 
+/* A data directory from before the accounts column family (format v2 and
+ * older) is refused by name, before the open, which would otherwise add the
+ * family and leave a directory the old build cannot open either. */
+static int accounts_cf_check(struct ledger *l, const char *dir, bool read_only,
+                             struct tally_err *err)
+{
+    char *e = NULL;
+    size_t n = 0;
+    char **names = rocksdb_list_column_families(l->options, dir, &n, &e);
+    if (e != NULL) { /* no database yet, or one the open will name the fault of */
+        rocksdb_free(e);
+        if (names != NULL) /* an empty array, allocated all the same */
+            rocksdb_list_column_families_destroy(names, 0);
+        return TALLY_OK;
+    }
+    bool found = false;
+    for (size_t i = 0; i < n; i++)
+        found = found || strcmp(names[i], LEDGER_ACCOUNTS_CF) == 0;
+    rocksdb_list_column_families_destroy(names, n);
+    if (found || (n == 0 && !read_only))
+        return TALLY_OK;
+    return tally_errf(err, TALLY_EMISMATCH,
+                      "data directory %s holds an older ledger format (no \"%s\" column family), "
+                      "this build reads \"%s\" (export it with the old build, or start over with "
+                      "an empty directory)",
+                      dir, LEDGER_ACCOUNTS_CF, LEDGER_FORMAT_TAG);
+}
+
 static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool load_head,
                      struct ledger **out, struct tally_err *err)
 {
@@ -380,21 +436,41 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
     rc = space_check(l, LEDGER_OPEN_FREE_BYTES, "opening it", err);
     if (rc != TALLY_OK)
         goto fail;
+    /* Accounts have a column family of their own, whose memtable updates a
+     * record in place: an account written in every block then stays one
+     * entry instead of one per block, so the skip list that every block's
+     * account writes search is ~the accounts touched lately, not every
+     * version of them since the last flush. That search was the largest
+     * cost of applying a block after signatures (BENCHMARKS.md, "Ninth
+     * pass"). Nothing reads the accounts family at a snapshot or through an
+     * iterator while a block is written, which in-place updates rule out. */
+    rc = accounts_cf_check(l, dir, opts->read_only, err);
+    if (rc != TALLY_OK)
+        goto fail;
+    rocksdb_options_set_allow_concurrent_memtable_write(l->options, 0); /* in-place needs it */
+    rocksdb_options_set_create_missing_column_families(l->options, !opts->read_only);
+    /* The accounts family flushes rarely (its memtable hardly grows), and
+     * RocksDB keeps every WAL file until each family's data in it is
+     * flushed: this bound makes it flush the accounts when the WAL reaches
+     * two memtables' worth, so a restart replays about as much as before. */
+    rocksdb_options_set_max_total_wal_size(l->options, LEDGER_MAX_WAL_BYTES);
+    l->acct_options = rocksdb_options_create_copy(l->options);
+    rocksdb_options_set_inplace_update_support(l->acct_options, 1);
     char *e = NULL;
-    /* Opened by column family only to get a handle on the default one
-     * (rocksdb_batched_multi_get_cf needs it): the same files and options as
-     * a plain open, and a data directory has no other column family. */
-    const char *cf_names[1] = {"default"};
-    const rocksdb_options_t *cf_opts[1] = {l->options};
+    const char *cf_names[2] = {"default", LEDGER_ACCOUNTS_CF};
+    const rocksdb_options_t *cf_opts[2] = {l->options, l->acct_options};
+    rocksdb_column_family_handle_t *cfs[2] = {NULL, NULL};
     if (opts->read_only)
-        l->db = rocksdb_open_for_read_only_column_families(l->options, dir, 1, cf_names, cf_opts,
-                                                           &l->cf, 0, &e);
+        l->db = rocksdb_open_for_read_only_column_families(l->options, dir, 2, cf_names, cf_opts,
+                                                           cfs, 0, &e);
     else
-        l->db = rocksdb_open_column_families(l->options, dir, 1, cf_names, cf_opts, &l->cf, &e);
+        l->db = rocksdb_open_column_families(l->options, dir, 2, cf_names, cf_opts, cfs, &e);
     if (e != NULL) {
         rc = rocks_err(err, e, dir, "open");
         goto fail;
     }
+    l->cf = cfs[0];
+    l->cf_acct = cfs[1];
     if (load_head) {
         rc = head_load(l, err);
         if (rc != TALLY_OK)
@@ -431,10 +507,16 @@ void ledger_close(struct ledger *l)
         rocksdb_flushoptions_set_wait(fo, 1);
         rocksdb_flush(l->db, fo, &e);
         rocksdb_free(e);
+        e = NULL;
+        if (l->cf_acct != NULL)
+            rocksdb_flush_cf(l->db, fo, l->cf_acct, &e);
+        rocksdb_free(e);
         rocksdb_flushoptions_destroy(fo);
     }
     if (l->cf != NULL)
         rocksdb_column_family_handle_destroy(l->cf);
+    if (l->cf_acct != NULL)
+        rocksdb_column_family_handle_destroy(l->cf_acct);
     if (l->db != NULL)
         rocksdb_close(l->db);
     rocksdb_writebatch_destroy(l->batch);
@@ -442,6 +524,8 @@ void ledger_close(struct ledger *l)
     rocksdb_readoptions_destroy(l->ro);
     rocksdb_readoptions_destroy(l->ro_block);
     rocksdb_options_destroy(l->options);
+    if (l->acct_options != NULL)
+        rocksdb_options_destroy(l->acct_options);
     rocksdb_block_based_options_destroy(l->table);
     if (l->cache != NULL)
         rocksdb_cache_destroy(l->cache);
@@ -507,12 +591,6 @@ static void account_encode(const struct ledger_account *a, uint8_t out[LEDGER_AC
     ledger_put_u64(out, a->balance);
     ledger_put_u64(out + 8, a->nonce);
     ledger_put_u64(out + 16, a->last_height);
-}
-
-static void account_key(const tc_pubkey *pk, uint8_t key[1 + TC_PUBKEY_BYTES])
-{
-    key[0] = LEDGER_KEY_ACCOUNT;
-    memcpy(key + 1, pk->b, TC_PUBKEY_BYTES);
 }
 
 int ledger_init_genesis(struct ledger *l, const struct ledger_genesis_account *accts, size_t n,
@@ -587,8 +665,8 @@ int ledger_init_genesis(struct ledger *l, const struct ledger_genesis_account *a
         struct ledger_account a = {.balance = sorted[i].balance};
         account_key(&sorted[i].pk, akey);
         account_encode(&a, aval);
-        rocksdb_writebatch_put(l->batch, (const char *)akey, sizeof(akey), (const char *)aval,
-                               sizeof(aval));
+        rocksdb_writebatch_put_cf(l->batch, l->cf_acct, (const char *)akey, sizeof(akey),
+                                  (const char *)aval, sizeof(aval));
     }
     l->genesis_hash = hash;
     uint8_t hkey = LEDGER_KEY_HEAD, head[LEDGER_HEAD_BYTES];
@@ -744,11 +822,9 @@ static int acct_get(struct ledger *l, const tc_pubkey *pk, struct acct_entry **o
     *out = e;
     if (e->loaded)
         return TALLY_OK;
-    uint8_t key[1 + TC_PUBKEY_BYTES];
-    account_key(pk, key);
     char *val = NULL;
     size_t len = 0;
-    int rc = db_get(l, key, sizeof(key), &val, &len, err);
+    int rc = acct_db_get(l, pk, &val, &len, err);
     if (rc == TALLY_OK && val != NULL) {
         rc = account_decode(l, pk, val, len, &e->cur, err);
         e->existed = true;
@@ -887,7 +963,7 @@ static int prefetch_block(struct ledger *l, const uint8_t *tx_bytes, uint32_t co
     }
     if (na + nt == 0)
         return TALLY_OK;
-    /* 'A' keys sort before 'T' keys. */
+    /* Sorted: the accounts (read from their family) first, then the tx index keys. */
     qsort_r(l->order, na, sizeof(uint32_t), cmp_acct_idx, l->accts);
     qsort_r(txi, nt, sizeof(uint32_t), cmp_hash_idx, l->hashes);
     for (uint32_t k = 0; k < na + nt; k++) {
@@ -907,8 +983,12 @@ static int prefetch_block(struct ledger *l, const uint8_t *tx_bytes, uint32_t co
      * list for every key, including each tx-index key that is not there
      * (~3 % of a replica's CPU at full load; a replica prunes its protocol
      * log with a range deletion at every checkpoint). */
-    rocksdb_batched_multi_get_cf(l->db, l->ro_block, l->cf, na + nt, l->mg_keys, l->mg_lens,
-                                 l->mg_vals, l->mg_errs, true);
+    if (na > 0)
+        rocksdb_batched_multi_get_cf(l->db, l->ro_block, l->cf_acct, na, l->mg_keys, l->mg_lens,
+                                     l->mg_vals, l->mg_errs, true);
+    if (nt > 0)
+        rocksdb_batched_multi_get_cf(l->db, l->ro_block, l->cf, nt, l->mg_keys + na,
+                                     l->mg_lens + na, l->mg_vals + na, l->mg_errs + na, true);
     int rc = TALLY_OK;
     for (uint32_t k = 0; k < na + nt; k++) {
         if (l->mg_errs[k] != NULL) {
@@ -1038,8 +1118,8 @@ static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_byte
         uint8_t key[1 + TC_PUBKEY_BYTES], val[LEDGER_ACCOUNT_BYTES];
         account_key(&e->pk, key);
         account_encode(&e->cur, val);
-        rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)val,
-                               sizeof(val));
+        rocksdb_writebatch_put_cf(l->batch, l->cf_acct, (const char *)key, sizeof(key),
+                                  (const char *)val, sizeof(val));
     }
     uint8_t bkey[9];
     ledger_block_key(height, bkey);
@@ -1134,11 +1214,9 @@ int ledger_get_account(struct ledger *l, const tc_pubkey *pk, struct ledger_acco
 {
     memset(out, 0, sizeof(*out));
     *found = false;
-    uint8_t key[1 + TC_PUBKEY_BYTES];
-    account_key(pk, key);
     char *val = NULL;
     size_t len = 0;
-    int rc = db_get(l, key, sizeof(key), &val, &len, err);
+    int rc = acct_db_get(l, pk, &val, &len, err);
     if (rc == TALLY_OK && val != NULL) {
         rc = account_decode(l, pk, val, len, out, err);
         *found = rc == TALLY_OK;

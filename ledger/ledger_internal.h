@@ -16,9 +16,12 @@
                                */
 #define LEDGER_KEY_HEAD 'H'   /* 'H'                       -> head record */
 #define LEDGER_KEY_META 'P'   /* 'P' || key                -> protocol state (src/) */
-#define LEDGER_KEY_FORMAT 'V' /* 'V'                       -> "tally-ledger-v2" */
+#define LEDGER_KEY_FORMAT 'V' /* 'V'                       -> "tally-ledger-v3" */
 
-#define LEDGER_FORMAT_TAG "tally-ledger-v2"
+/* v3: the 'A' keys live in their own column family, LEDGER_ACCOUNTS_CF; every
+ * other key in "default". */
+#define LEDGER_FORMAT_TAG "tally-ledger-v3"
+#define LEDGER_ACCOUNTS_CF "accounts"
 #define LEDGER_TXINDEX_BYTES 13
 #define LEDGER_ACCOUNT_BYTES 24
 /* u64 height || 32 head hash || 32 genesis hash || 2048 LtHash lanes */
@@ -28,6 +31,7 @@
  * checks everything itself and must not stop at the first inconsistency). */
 int ledger_open_unchecked(const char *dir, struct ledger **out, struct tally_err *err);
 rocksdb_t *ledger_rocksdb(struct ledger *l);
+rocksdb_column_family_handle_t *ledger_accounts_cf(struct ledger *l); /* the 'A' keys */
 rocksdb_readoptions_t *ledger_readoptions(struct ledger *l);
 /* The LtHash state at the head. */
 const tc_lthash *ledger_lthash(const struct ledger *l);

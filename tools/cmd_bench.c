@@ -1094,11 +1094,13 @@ static double lb_quiesce(struct ledger *l, double max_s)
     rocksdb_t *db = ledger_rocksdb(l);
     uint64_t t0 = mono_now_us();
     for (;;) {
-        uint64_t pending = 0, running = 0;
+        uint64_t pending = 0, acct_pending = 0, running = 0;
         if (rocksdb_property_int(db, "rocksdb.compaction-pending", &pending) != 0 ||
+            rocksdb_property_int_cf(db, ledger_accounts_cf(l), "rocksdb.compaction-pending",
+                                    &acct_pending) != 0 ||
             rocksdb_property_int(db, "rocksdb.num-running-compactions", &running) != 0)
             break;
-        if ((pending == 0 && running == 0) || mono_now_us() - t0 > max_s * 1e6)
+        if ((pending == 0 && acct_pending == 0 && running == 0) || mono_now_us() - t0 > max_s * 1e6)
             break;
         usleep(100000);
     }

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <rocksdb/c.h>
+
+#include "ledger/ledger_internal.h"
 #include "tests/helpers/tmpdir.h"
 
 void lf_keypair(uint32_t i, tc_keypair *kp)
@@ -56,4 +59,67 @@ int lf_copydir(const char *src, const char *dst)
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "cp -a '%s' '%s'", src, dst);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+struct raw_db {
+    rocksdb_options_t *opts;
+    rocksdb_t *db;
+    rocksdb_column_family_handle_t *cf[2]; /* default, accounts */
+};
+
+static void raw_open(struct raw_db *r, const char *dir)
+{
+    const char *names[2] = {"default", LEDGER_ACCOUNTS_CF};
+    r->opts = rocksdb_options_create();
+    const rocksdb_options_t *cf_opts[2] = {r->opts, r->opts};
+    char *e = NULL;
+    r->db = rocksdb_open_column_families(r->opts, dir, 2, names, cf_opts, r->cf, &e);
+    if (e != NULL) {
+        fprintf(stderr, "lf_raw: opening %s: %s\n", dir, e);
+        abort();
+    }
+}
+
+static rocksdb_column_family_handle_t *raw_cf(struct raw_db *r, const uint8_t *key, size_t klen)
+{
+    return r->cf[klen > 0 && key[0] == LEDGER_KEY_ACCOUNT];
+}
+
+static void raw_close(struct raw_db *r, char *e)
+{
+    if (e != NULL) {
+        fprintf(stderr, "lf_raw: %s\n", e);
+        abort();
+    }
+    rocksdb_column_family_handle_destroy(r->cf[0]);
+    rocksdb_column_family_handle_destroy(r->cf[1]);
+    rocksdb_close(r->db);
+    rocksdb_options_destroy(r->opts);
+}
+
+char *lf_raw_get(const char *dir, const uint8_t *key, size_t klen, size_t *len)
+{
+    struct raw_db r;
+    raw_open(&r, dir);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    char *e = NULL;
+    char *val = rocksdb_get_cf(r.db, ro, raw_cf(&r, key, klen), (const char *)key, klen, len, &e);
+    rocksdb_readoptions_destroy(ro);
+    raw_close(&r, e);
+    return val;
+}
+
+void lf_raw_put(const char *dir, const uint8_t *key, size_t klen, const void *val, size_t vlen)
+{
+    struct raw_db r;
+    raw_open(&r, dir);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    char *e = NULL;
+    if (val == NULL)
+        rocksdb_delete_cf(r.db, wo, raw_cf(&r, key, klen), (const char *)key, klen, &e);
+    else
+        rocksdb_put_cf(r.db, wo, raw_cf(&r, key, klen), (const char *)key, klen, (const char *)val,
+                       vlen, &e);
+    rocksdb_writeoptions_destroy(wo);
+    raw_close(&r, e);
 }

@@ -23,4 +23,12 @@ void lf_rmdir(char *path);
 /* cp -a src dst (dst must not exist). Returns 0 on success. */
 int lf_copydir(const char *src, const char *dst);
 
+/* Raw access to a closed ledger's RocksDB in dir, for writing what another
+ * program or a fault would leave: opened with both column families, an 'A'
+ * key in the accounts one, any other in "default". lf_raw_get returns a
+ * malloc'd value (NULL when absent) and its size in *len; lf_raw_put with
+ * val NULL deletes the key. Abort on a RocksDB error. */
+char *lf_raw_get(const char *dir, const uint8_t *key, size_t klen, size_t *len);
+void lf_raw_put(const char *dir, const uint8_t *key, size_t klen, const void *val, size_t vlen);
+
 #endif

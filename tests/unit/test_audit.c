@@ -11,7 +11,6 @@
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <rocksdb/c.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -222,46 +221,16 @@ static void test_clean(void **state)
     assert_int_not_equal(ledger_audit("/tmp/tally-no-such-dir-xyz", NULL, &rep, &err), TALLY_OK);
 }
 
-/* Open the raw RocksDB, apply fn to the value under key, write it back. */
+/* Flip the bits of mask in the byte at offset of the value under key. */
 static void tamper(const char *db, const uint8_t *key, size_t klen, size_t offset, uint8_t mask)
 {
-    rocksdb_options_t *opts = rocksdb_options_create();
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    char *e = NULL;
-    rocksdb_t *d = rocksdb_open(opts, db, &e);
-    assert_null(e);
     size_t len = 0;
-    char *val = rocksdb_get(d, ro, (const char *)key, klen, &len, &e);
-    assert_null(e);
+    char *val = lf_raw_get(db, key, klen, &len);
     assert_non_null(val);
     assert_true(offset < len);
     val[offset] = (char)(val[offset] ^ mask);
-    rocksdb_put(d, wo, (const char *)key, klen, val, len, &e);
-    assert_null(e);
+    lf_raw_put(db, key, klen, val, len);
     free(val);
-    rocksdb_close(d);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_options_destroy(opts);
-}
-
-/* Delete key, or put val under it when val is not NULL. */
-static void raw_write(const char *db, const uint8_t *key, size_t klen, const char *val, size_t len)
-{
-    rocksdb_options_t *opts = rocksdb_options_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    char *e = NULL;
-    rocksdb_t *d = rocksdb_open(opts, db, &e);
-    assert_null(e);
-    if (val == NULL)
-        rocksdb_delete(d, wo, (const char *)key, klen, &e);
-    else
-        rocksdb_put(d, wo, (const char *)key, klen, val, len, &e);
-    assert_null(e);
-    rocksdb_close(d);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_options_destroy(opts);
 }
 
 static void expect_tampered(const char *db, uint64_t height, const char *needle)
@@ -352,14 +321,14 @@ static void test_tampered_results_and_index(void **state)
     ledger_tx_hash_bytes(bytes + LEDGER_BLOCK_HEADER_BYTES + 10 * LEDGER_TX_BYTES,
                          (tc_hash *)(tkey + 1));
     free(bytes);
-    raw_write(db, tkey, sizeof(tkey), NULL, 0);
+    lf_raw_put(db, tkey, sizeof(tkey), NULL, 0);
     expect_tampered(db, 80, "tx 10");
     expect_tampered(db, 80, "missing from the tx index");
     lf_rmdir(dir);
 
     dir = copy_base(db, sizeof(db));
     memset(tkey + 1, 0xee, TC_HASH_BYTES);
-    raw_write(db, tkey, sizeof(tkey), "\1\0\0\0\0\0\0\0\0\0\0\0\0", 13);
+    lf_raw_put(db, tkey, sizeof(tkey), "\1\0\0\0\0\0\0\0\0\0\0\0\0", 13);
     expect_tampered(db, LEDGER_AUDIT_NO_HEIGHT,
                     "tx index has 9991 entries but the blocks have 9990");
     lf_rmdir(dir);

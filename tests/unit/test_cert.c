@@ -13,7 +13,6 @@
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <rocksdb/c.h>
 #include <sys/wait.h>
 
 #include "config/config.h"
@@ -616,32 +615,22 @@ static char *copy_base(char *db, size_t size)
     return dir;
 }
 
+/* Put `put` under key, or (put NULL) flip the bits of mask in the byte at
+ * offset of its value. */
 static void raw_tamper(const char *db, const uint8_t *key, size_t klen, long offset, uint8_t mask,
                        const uint8_t *put, size_t putlen)
 {
-    rocksdb_options_t *opts = rocksdb_options_create();
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    char *e = NULL;
-    rocksdb_t *d = rocksdb_open(opts, db, &e);
-    assert_null(e);
     if (put != NULL) {
-        rocksdb_put(d, wo, (const char *)key, klen, (const char *)put, putlen, &e);
-    } else {
-        size_t len = 0;
-        char *val = rocksdb_get(d, ro, (const char *)key, klen, &len, &e);
-        assert_null(e);
-        assert_non_null(val);
-        assert_true((size_t)offset < len);
-        val[offset] = (char)(val[offset] ^ mask);
-        rocksdb_put(d, wo, (const char *)key, klen, val, len, &e);
-        free(val);
+        lf_raw_put(db, key, klen, put, putlen);
+        return;
     }
-    assert_null(e);
-    rocksdb_close(d);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_options_destroy(opts);
+    size_t len = 0;
+    char *val = lf_raw_get(db, key, klen, &len);
+    assert_non_null(val);
+    assert_true((size_t)offset < len);
+    val[offset] = (char)(val[offset] ^ mask);
+    lf_raw_put(db, key, klen, val, len);
+    free(val);
 }
 
 static void expect_audit_problem(const char *db, const struct ledger_audit_opts *o, uint64_t height,

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ledger/audit.h"
 #include "ledger/block.h"
 #include "ledger/ledger.h"
 #include "ledger/ledger_internal.h"
@@ -422,22 +423,12 @@ static void test_corrupt_head(void **state)
     ledger_close(l);
 
     /* Point the head record at the wrong state. */
-    rocksdb_options_t *opts = rocksdb_options_create();
-    char *e = NULL;
-    rocksdb_t *db = rocksdb_open(opts, dir, &e);
-    assert_null(e);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     size_t len;
-    char *head = rocksdb_get(db, ro, "H", 1, &len, &e);
+    char *head = lf_raw_get(dir, (const uint8_t *)"H", 1, &len);
     assert_non_null(head);
     head[100] ^= 1; /* a lane of the LtHash */
-    rocksdb_put(db, wo, "H", 1, head, len, &e);
+    lf_raw_put(dir, (const uint8_t *)"H", 1, head, len);
     free(head);
-    rocksdb_close(db);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_options_destroy(opts);
 
     assert_int_equal(ledger_open(dir, &l, &err), TALLY_ECORRUPT);
     assert_null(l);
@@ -457,26 +448,10 @@ static char *closed_genesis_dir(const struct ledger_open_opts *o)
     return dir;
 }
 
-/* Write key -> val straight into the closed ledger at dir with a plain
- * rocksdb_open (what another program, or an older build, would leave). */
-static void raw_put(const char *dir, const uint8_t *key, size_t klen, const char *val, size_t vlen)
-{
-    rocksdb_options_t *opts = rocksdb_options_create();
-    char *e = NULL;
-    rocksdb_t *db = rocksdb_open(opts, dir, &e);
-    assert_null(e);
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_put(db, wo, (const char *)key, klen, val, vlen, &e);
-    assert_null(e);
-    rocksdb_close(db);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_options_destroy(opts);
-}
-
 /* A block's accounts are read in one batch before it executes; a record that
  * does not decode fails the block only if a transfer touches the account
  * (here: not for a transfer whose signature is bad, then for a good one). The
- * directory was last written by a plain rocksdb_open: it opens as before. */
+ * directory was last written by a raw RocksDB open: it opens as before. */
 static void test_corrupt_account(void **state)
 {
     (void)state;
@@ -488,7 +463,7 @@ static void test_corrupt_account(void **state)
     uint8_t key[1 + TC_PUBKEY_BYTES];
     key[0] = LEDGER_KEY_ACCOUNT;
     memcpy(key + 1, keys[1].pk.b, TC_PUBKEY_BYTES);
-    raw_put(dir, key, sizeof(key), "short", 5);
+    lf_raw_put(dir, key, sizeof(key), "short", 5);
 
     assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
     uint8_t txs[2 * LEDGER_TX_BYTES];
@@ -520,11 +495,46 @@ static void test_old_format_refused(void **state)
     char *dir = closed_genesis_dir(&o);
 
     uint8_t key = LEDGER_KEY_FORMAT;
-    raw_put(dir, &key, 1, "tally-ledger-v1", 15);
+    lf_raw_put(dir, &key, 1, "tally-ledger-v1", 15);
 
     assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_EMISMATCH);
     assert_non_null(strstr(err.msg, "tally-ledger-v1"));
     assert_non_null(strstr(err.msg, LEDGER_FORMAT_TAG));
+    lf_rmdir(dir);
+}
+
+/* A directory from before the accounts column family (v2: one family) is
+ * refused by name, by a writable open and by the audit's read-only one, and
+ * is left as it was: a plain RocksDB open (the old build's) still opens it. */
+static void test_v2_directory_refused(void **state)
+{
+    (void)state;
+    char *dir = lf_tmpdir();
+    rocksdb_options_t *opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(opts, 1);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    char *e = NULL;
+    rocksdb_t *db = rocksdb_open(opts, dir, &e);
+    assert_null(e);
+    rocksdb_put(db, wo, "V", 1, "tally-ledger-v2", 15, &e);
+    assert_null(e);
+    rocksdb_close(db);
+
+    struct ledger_open_opts o = {.sync = false};
+    struct ledger *l = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_EMISMATCH);
+    assert_null(l);
+    assert_non_null(strstr(err.msg, "older ledger format"));
+    assert_non_null(strstr(err.msg, LEDGER_FORMAT_TAG));
+    struct ledger_audit_report rep;
+    assert_int_equal(ledger_audit(dir, NULL, &rep, &err), TALLY_EMISMATCH);
+
+    db = rocksdb_open(opts, dir, &e);
+    assert_null(e);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_options_destroy(opts);
     lf_rmdir(dir);
 }
 
@@ -703,6 +713,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_head),
         cmocka_unit_test(test_corrupt_account),
         cmocka_unit_test(test_old_format_refused),
+        cmocka_unit_test(test_v2_directory_refused),
         cmocka_unit_test(test_meta),
         cmocka_unit_test(test_busy_other_process),
         cmocka_unit_test(test_corrupt_sst),
