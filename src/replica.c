@@ -331,6 +331,9 @@ static void seq_key(uint8_t key[10], const char *prefix, uint64_t seq)
     put_be64(key + 2, seq);
 }
 
+/* A "pp" record's count when its batch is the ledger's block at seq. */
+#define REPLICA_PP_IN_BLOCK UINT32_MAX
+
 static int stage_u64(struct replica *r, const char *name, uint64_t v, struct tally_err *err)
 {
     uint8_t b[8];
@@ -524,6 +527,42 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* Block seq is in the ledger: its "pp" record need not hold the batch a
+ * second time. The full record is replaced by one naming the block, staged
+ * without a write of its own (it rides along with the next one; a stop or a
+ * crash before that leaves the full record, which is as good). Both versions
+ * are then mostly in the same memtable, so a flush writes only the short one
+ * (a 60 s full-load run leaves 134 MB of SST files instead of 236;
+ * BENCHMARKS.md, "Ninth pass"). Only for seq above the discarded log: a put
+ * staged after the checkpoint's range deletion would outlive it. */
+static void slim_pre_prepare(struct replica *r, uint64_t seq)
+{
+    if (seq <= r->persisted_lo)
+        return;
+    uint8_t key[10];
+    seq_key(key, "pp", seq);
+    void *val = NULL;
+    size_t len = 0;
+    bool found = false;
+    struct tally_err err = {0};
+    if (ledger_get_meta(r->ledger, key, sizeof(key), &val, &len, &found, &err) != 0 || !found)
+        goto out;
+    const uint8_t *v = val;
+    uint32_t count = len >= 44 ? ledger_get_u32(v + 40) : REPLICA_PP_IN_BLOCK;
+    if (count == REPLICA_PP_IN_BLOCK)
+        goto out; /* slim already, or not ours to read */
+    size_t body = 44 + (size_t)count * LEDGER_TX_BYTES;
+    if (len != body && len != body + TC_SIG_BYTES)
+        goto out; /* the restore will say what is wrong with it */
+    uint8_t slim[44 + TC_SIG_BYTES];
+    memcpy(slim, v, 40); /* view, digest */
+    ledger_put_u32(slim + 40, REPLICA_PP_IN_BLOCK);
+    memcpy(slim + 44, v + body, len - body); /* the primary's signature, when stored */
+    (void)ledger_stage_meta_put(r->ledger, key, sizeof(key), slim, 44 + (len - body), &err);
+out:
+    free(val);
+}
+
 static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_batch *batch,
                        const tc_hash *tx_hashes, struct pbft_exec_result *out)
 {
@@ -557,6 +596,7 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         return;
     }
     r->staged = false; /* staged promises rode along in the block's WriteBatch */
+    slim_pre_prepare(r, seq);
     out->block_hash = res.block_hash;
     out->state_digest = res.state_digest;
     remember_block(r, res.height, &res.block_hash);
@@ -1185,6 +1225,33 @@ static void restore_checkpoint_vote(struct replica *r, uint64_t seq)
     pbft_restore_checkpoint_vote(r->core, seq, &res);
 }
 
+/* The batch of a slim "pp" record: the transactions of block seq, which
+ * must hash to the record's digest. *block (free it) holds them. */
+static int batch_of_block(struct replica *r, uint64_t seq, const tc_hash *digest,
+                          struct msg_batch *batch, uint8_t **block, struct tally_err *err)
+{
+    size_t len = 0;
+    bool found = false;
+    int rc = ledger_get_block(r->ledger, seq, block, &len, &found, err);
+    if (rc != 0)
+        return rc;
+    struct ledger_block b;
+    tc_hash d;
+    if (found && ledger_block_decode(*block, len, &b, err) == 0 &&
+        b.item_bytes == LEDGER_TX_BYTES && b.h.tx_count <= MSG_MAX_BATCH) {
+        batch->count = b.h.tx_count;
+        batch->tx_bytes = b.items;
+        msg_batch_digest(batch, &d);
+        if (memcmp(d.b, digest->b, TC_HASH_BYTES) == 0)
+            return 0;
+    }
+    return tally_errf(err, TALLY_ECORRUPT,
+                      "protocol state pp/%llu names block %llu as its batch, but %s",
+                      (unsigned long long)seq, (unsigned long long)seq,
+                      found ? "that block's transactions do not match its digest"
+                            : "the ledger has no such block");
+}
+
 static int restore_state(struct replica *r, struct tally_err *err)
 {
     bool found = false;
@@ -1223,7 +1290,7 @@ static int restore_state(struct replica *r, struct tally_err *err)
     uint64_t span = 2 * r->cfg->log_window;
     if (hi > span && first < hi - span)
         first = hi - span;
-    size_t restored = 0;
+    size_t restored = 0, from_blocks = 0;
     for (uint64_t seq = first; seq <= hi && seq != 0; seq++) {
         static const char *const prefixes[] = {"pp", "pr", "cm"};
         static const enum pbft_persist_kind kinds[] = {PBFT_PERSIST_PREPREPARE,
@@ -1239,6 +1306,7 @@ static int restore_state(struct replica *r, struct tally_err *err)
                 continue;
             struct pbft_persist rec = {.kind = kinds[i], .seq = seq};
             struct msg_batch batch = {0};
+            uint8_t *block = NULL; /* the batch's block, for a slim "pp" record */
             tc_sig sigs[PBFT_MAX_REPLICAS];
             const uint8_t *v = val;
             bool ok = len >= 8 + TC_HASH_BYTES;
@@ -1246,7 +1314,19 @@ static int restore_state(struct replica *r, struct tally_err *err)
                 rec.view = get_be64(v);
                 memcpy(rec.digest.b, v + 8, TC_HASH_BYTES);
             }
-            if (ok && kinds[i] == PBFT_PERSIST_PREPREPARE) {
+            if (ok && kinds[i] == PBFT_PERSIST_PREPREPARE && len >= 44 &&
+                ledger_get_u32(v + 40) == REPLICA_PP_IN_BLOCK) {
+                ok = len == 44 || len == 44 + TC_SIG_BYTES;
+                if (ok && len == 44 + TC_SIG_BYTES)
+                    memcpy(rec.sig.b, v + 44, TC_SIG_BYTES);
+                if (ok && (rc = batch_of_block(r, seq, &rec.digest, &batch, &block, err)) != 0) {
+                    free(val);
+                    free(block);
+                    return rc;
+                }
+                rec.batch = &batch;
+                from_blocks++;
+            } else if (ok && kinds[i] == PBFT_PERSIST_PREPREPARE) {
                 ok = len >= 44;
                 if (ok) {
                     batch.count = ledger_get_u32(v + 40);
@@ -1282,6 +1362,7 @@ static int restore_state(struct replica *r, struct tally_err *err)
             }
             rc = pbft_restore(r->core, &rec);
             free(val);
+            free(block);
             if (rc != 0)
                 return tally_errf(err, rc, "restoring protocol state %s/%llu", prefixes[i],
                                   (unsigned long long)seq);
@@ -1298,9 +1379,11 @@ static int restore_state(struct replica *r, struct tally_err *err)
     if (ck > 0)
         restore_checkpoint_vote(r, ck);
     if (restored > 0 || view > 0)
-        LOG_INFO("L0507", "restored view %llu and %zu protocol records (seq %llu..%llu)",
+        LOG_INFO("L0507",
+                 "restored view %llu and %zu protocol records (seq %llu..%llu; %zu batches read "
+                 "from their blocks)",
                  (unsigned long long)view, restored, (unsigned long long)first,
-                 (unsigned long long)hi);
+                 (unsigned long long)hi, from_blocks);
     return 0;
 }
 

@@ -19,7 +19,9 @@
  *
  * Protocol state keys (ledger meta, big-endian seq):
  *   "view"            u64 view
- *   "pp" || seq       u64 view, 32 digest, u32 count, count x tx
+ *   "pp" || seq       u64 view, 32 digest, u32 count, count x tx, 64 primary's sig;
+ *                     once block seq is in the ledger, count REPLICA_PP_IN_BLOCK
+ *                     and no txs: the batch is that block's (see slim_pre_prepare)
  *   "pr" || seq       u64 view, 32 digest          (own PREPARE sent)
  *   "cm" || seq       u64 view, 32 digest          (own COMMIT sent)
  *   "lo" / "hi"       u64: entries <= lo were discarded; highest seq stored

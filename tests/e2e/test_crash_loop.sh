@@ -62,6 +62,12 @@ for c in $(seq 1 "$CYCLES"); do
     fi
 done
 ok "$CYCLES kill -9 cycles done"
+# A PRE-PREPARE record of an executed batch names its block instead of
+# holding the batch again; restarts must have rebuilt batches from blocks.
+from_blocks=$(grep -ho "[0-9]* batches read from their blocks" "$D"/replica-*.log |
+    awk '{n += $1} END {print n + 0}')
+[ "$from_blocks" -gt 0 ] || fail "no restart read a batch from its block"
+ok "restarts read $from_blocks batches from their blocks"
 
 # Let the load run on the healed cluster, then stop it.
 before=$(receipts)
