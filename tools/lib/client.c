@@ -731,7 +731,6 @@ size_t client_stream_send(struct client_stream *s, size_t want)
     return sent;
 }
 
-/* A REPLY's entries: votes, and receipts for those reaching f+1. */
 /* Whether a REPLY names a transaction still waiting for its receipt. */
 static bool stream_reply_wanted(const struct client_stream *s, const struct msg *m)
 {
@@ -745,6 +744,7 @@ static bool stream_reply_wanted(const struct client_stream *s, const struct msg 
     return false;
 }
 
+/* A REPLY's entries: votes, and receipts for those reaching f+1. */
 static size_t stream_on_reply(struct client_stream *s, const struct msg *m, uint64_t now,
                               size_t *done_idx, size_t ndone)
 {
