@@ -154,17 +154,24 @@ static void perf_counters_off(void)
     }
 }
 
-/* Get a value from the default column family; *val NULL when absent. The
- * value is malloc'd by RocksDB. */
-static int db_get(struct ledger *l, const uint8_t *key, size_t klen, char **val, size_t *len,
-                  struct tally_err *err)
+/* Get a value from column family cf; *val NULL when absent. The value is
+ * malloc'd by RocksDB. */
+static int db_get_cf(struct ledger *l, rocksdb_column_family_handle_t *cf, const uint8_t *key,
+                     size_t klen, char **val, size_t *len, struct tally_err *err)
 {
     perf_counters_off();
     char *e = NULL;
-    *val = rocksdb_get(l->db, l->ro, (const char *)key, klen, len, &e);
+    *val = rocksdb_get_cf(l->db, l->ro, cf, (const char *)key, klen, len, &e);
     if (e != NULL)
         return rocks_err(err, e, l->dir, "read");
     return TALLY_OK;
+}
+
+/* The same from the default column family (every key but the accounts). */
+static int db_get(struct ledger *l, const uint8_t *key, size_t klen, char **val, size_t *len,
+                  struct tally_err *err)
+{
+    return db_get_cf(l, l->cf, key, klen, val, len, err);
 }
 
 static void account_key(const tc_pubkey *pk, uint8_t key[1 + TC_PUBKEY_BYTES])
@@ -177,14 +184,9 @@ static void account_key(const tc_pubkey *pk, uint8_t key[1 + TC_PUBKEY_BYTES])
 static int acct_db_get(struct ledger *l, const tc_pubkey *pk, char **val, size_t *len,
                        struct tally_err *err)
 {
-    perf_counters_off();
     uint8_t key[1 + TC_PUBKEY_BYTES];
     account_key(pk, key);
-    char *e = NULL;
-    *val = rocksdb_get_cf(l->db, l->ro, l->cf_acct, (const char *)key, sizeof(key), len, &e);
-    if (e != NULL)
-        return rocks_err(err, e, l->dir, "read");
-    return TALLY_OK;
+    return db_get_cf(l, l->cf_acct, key, sizeof(key), val, len, err);
 }
 
 /* The free-space floor: refuse (TALLY_ENOSPC, nothing written) when the
