@@ -1566,6 +1566,34 @@ int ledger_cert_check(struct ledger *l, const struct ledger_cert *c, const tc_pu
 
 /* ---- integrity ---------------------------------------------------------------- */
 
+/* Read every key and value of one family (verify_checksums and fill_cache
+ * are set on ro); adds the count to *n. */
+static int verify_family(struct ledger *l, rocksdb_readoptions_t *ro,
+                         rocksdb_column_family_handle_t *cf, const char *name, uint64_t *n,
+                         struct tally_err *err)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(l->db, ro, cf);
+    if (it == NULL)
+        return tally_errf(err, TALLY_ENOMEM, "out of memory");
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t len;
+        (void)rocksdb_iter_key(it, &len);
+        (void)rocksdb_iter_value(it, &len);
+        (*n)++;
+    }
+    char *e = NULL;
+    rocksdb_iter_get_error(it, &e);
+    rocksdb_iter_destroy(it);
+    if (e == NULL)
+        return TALLY_OK;
+    char what[96];
+    snprintf(what, sizeof(what), "checking every stored block checksum (%s)", name);
+    int rc = rocks_err(err, e, l->dir, what);
+    if (rc != TALLY_ECORRUPT)
+        rc = tally_errf(err, TALLY_ECORRUPT, "%s", tally_err_text(err));
+    return rc;
+}
+
 int ledger_verify_files(struct ledger *l, uint64_t *keys, struct tally_err *err)
 {
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
@@ -1573,23 +1601,10 @@ int ledger_verify_files(struct ledger *l, uint64_t *keys, struct tally_err *err)
         return tally_errf(err, TALLY_ENOMEM, "out of memory");
     rocksdb_readoptions_set_verify_checksums(ro, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(l->db, ro);
     uint64_t n = 0;
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t len;
-        (void)rocksdb_iter_key(it, &len);
-        (void)rocksdb_iter_value(it, &len);
-        n++;
-    }
-    char *e = NULL;
-    rocksdb_iter_get_error(it, &e);
-    int rc = TALLY_OK;
-    if (e != NULL) {
-        rc = rocks_err(err, e, l->dir, "checking every stored block checksum");
-        if (rc != TALLY_ECORRUPT)
-            rc = tally_errf(err, TALLY_ECORRUPT, "%s", tally_err_text(err));
-    }
-    rocksdb_iter_destroy(it);
+    int rc = verify_family(l, ro, l->cf, "blocks and index", &n, err);
+    if (rc == TALLY_OK)
+        rc = verify_family(l, ro, l->cf_acct, "accounts", &n, err);
     rocksdb_readoptions_destroy(ro);
     if (keys != NULL)
         *keys = n;

@@ -303,6 +303,33 @@ static void apply_workload(struct ledger *l, int blocks, uint64_t *nonces)
     }
 }
 
+/* A directory holding the genesis and `blocks` workload blocks, closed (both
+ * memtables flushed into SST files). */
+static char *closed_workload_dir(int blocks)
+{
+    char *dir = lf_tmpdir();
+    struct ledger_open_opts o = {.sync = false};
+    struct ledger *l = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
+    genesis(l);
+    uint64_t n[NKEYS] = {0};
+    apply_workload(l, blocks, n);
+    ledger_close(l);
+    return dir;
+}
+
+/* Overwrite 64 bytes of an SST file's first data block (not its footer). */
+static void damage_sst(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 200, SEEK_SET), 0);
+    for (int i = 0; i < 64; i++)
+        fputc(0x5a, f);
+    fclose(f);
+}
+
 static void full_lthash(struct ledger *l, tc_hash *out)
 {
     tc_lthash lt;
@@ -412,15 +439,9 @@ static void test_reopen_and_busy(void **state)
 static void test_corrupt_head(void **state)
 {
     (void)state;
-    char *dir = lf_tmpdir();
-    struct ledger_open_opts o = {.sync = false};
     struct ledger *l = NULL;
     struct tally_err err = {0};
-    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
-    genesis(l);
-    uint64_t n[NKEYS] = {0};
-    apply_workload(l, 3, n);
-    ledger_close(l);
+    char *dir = closed_workload_dir(3);
 
     /* Point the head record at the wrong state. */
     size_t len;
@@ -584,15 +605,9 @@ static void test_busy_other_process(void **state)
 static void test_corrupt_sst(void **state)
 {
     (void)state;
-    char *dir = lf_tmpdir();
-    struct ledger_open_opts o = {.sync = false};
     struct ledger *l = NULL;
     struct tally_err err = {0};
-    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
-    genesis(l);
-    uint64_t n[NKEYS] = {0};
-    apply_workload(l, 20, n);
-    ledger_close(l); /* flushes the memtable into an SST file */
+    char *dir = closed_workload_dir(20);
 
     DIR *d = opendir(dir);
     assert_non_null(d);
@@ -604,13 +619,7 @@ static void test_corrupt_sst(void **state)
             continue;
         char path[4200];
         snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "r+b");
-        assert_non_null(f);
-        /* Overwrite a stretch of the data blocks (not the footer). */
-        assert_int_equal(fseek(f, 200, SEEK_SET), 0);
-        for (int i = 0; i < 64; i++)
-            fputc(0x5a, f);
-        fclose(f);
+        damage_sst(path);
         damaged++;
     }
     closedir(d);
@@ -639,6 +648,51 @@ static void test_corrupt_sst(void **state)
         assert_non_null(strstr(err.msg, "corrupt"));
     }
     lf_rmdir(dir);
+}
+
+/* Damage in any one SST file, of either column family, is caught: by the
+ * open, or else by ledger_verify_files, which a replica runs at start. */
+static void test_verify_files_every_sst(void **state)
+{
+    (void)state;
+    for (int k = 0;; k++) {
+        struct ledger *l = NULL;
+        struct tally_err err = {0};
+        char *dir = closed_workload_dir(20);
+        uint64_t stored = 0;
+        assert_int_equal(ledger_open(dir, &l, &err), TALLY_OK);
+        assert_int_equal(ledger_verify_files(l, &stored, &err), TALLY_OK);
+        assert_true(stored > NKEYS); /* both families: the accounts, blocks and more */
+        ledger_close(l);
+
+        struct dirent **names = NULL;
+        int count = scandir(dir, &names, NULL, alphasort);
+        assert_true(count > 0);
+        int seen = 0;
+        char path[4200] = "";
+        for (int i = 0; i < count; i++) {
+            size_t len = strlen(names[i]->d_name);
+            if (len > 4 && strcmp(names[i]->d_name + len - 4, ".sst") == 0 && seen++ == k)
+                snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
+            free(names[i]);
+        }
+        free(names);
+        if (path[0] == '\0') {
+            assert_true(k >= 2); /* one file per family at least */
+            lf_rmdir(dir);
+            return;
+        }
+        damage_sst(path);
+
+        int rc = ledger_open(dir, &l, &err);
+        if (rc == TALLY_OK) {
+            rc = ledger_verify_files(l, NULL, &err);
+            ledger_close(l);
+        }
+        assert_int_equal(rc, TALLY_ECORRUPT);
+        assert_non_null(strstr(err.msg, "corrupt"));
+        lf_rmdir(dir);
+    }
 }
 
 static void test_meta(void **state)
@@ -717,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_meta),
         cmocka_unit_test(test_busy_other_process),
         cmocka_unit_test(test_corrupt_sst),
+        cmocka_unit_test(test_verify_files_every_sst),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
