@@ -18,6 +18,10 @@
  * accounts take ~60 MB of account blocks. */
 #define LEDGER_BLOCK_CACHE_BYTES ((size_t)256 << 20)
 #define LEDGER_MAX_WAL_BYTES ((uint64_t)128 << 20) /* two of RocksDB's default 64 MiB memtables */
+/* The accounts family (see ledger_open_opts): hash buckets of its memtable
+ * (2 MiB of pointers each) and the size of its SST data blocks. */
+#define LEDGER_ACCT_MEMTABLE_BUCKETS ((size_t)1 << 18)
+#define LEDGER_ACCT_BLOCK_BYTES ((size_t)1024)
 
 /* Free space an open needs above the floor (LEDGER_MIN_FREE_BYTES): RocksDB
  * preallocates a new 4 MiB MANIFEST at every open. */
@@ -56,7 +60,8 @@ struct ledger {
     rocksdb_options_t *acct_options; /* options plus in-place updates */
     rocksdb_env_t *env;              /* in-memory env, or NULL */
     rocksdb_block_based_table_options_t *table;
-    rocksdb_cache_t *cache; /* block cache, LEDGER_BLOCK_CACHE_BYTES */
+    rocksdb_block_based_table_options_t *acct_table; /* table, with LEDGER_ACCT_BLOCK_BYTES */
+    rocksdb_cache_t *cache;                          /* block cache, LEDGER_BLOCK_CACHE_BYTES */
     rocksdb_readoptions_t *ro;
     rocksdb_readoptions_t *ro_block; /* prefetch_block's batched read: see there */
     rocksdb_writeoptions_t *wo;
@@ -372,6 +377,20 @@ static int accounts_cf_check(struct ledger *l, const char *dir, bool read_only,
                       dir, LEDGER_ACCOUNTS_CF, LEDGER_FORMAT_TAG);
 }
 
+/* SST options shared by both families: a bloom filter (10 bits per key),
+ * the ledger's one block cache, a hash index inside each data block, and
+ * data blocks of block_bytes (0: RocksDB's default, 4 KiB). */
+static void table_options_init(rocksdb_block_based_table_options_t *t, rocksdb_cache_t *cache,
+                               size_t block_bytes)
+{
+    rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_block_based_options_set_block_cache(t, cache);
+    rocksdb_block_based_options_set_data_block_index_type(
+        t, rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
+    if (block_bytes > 0)
+        rocksdb_block_based_options_set_block_size(t, block_bytes);
+}
+
 static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool load_head,
                      struct ledger **out, struct tally_err *err)
 {
@@ -415,12 +434,8 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
     /* Tuned for what apply_block does: two random point reads per transfer
      * (accounts) and one that misses (the tx index); see BENCHMARKS.md,
      * "The ledger alone". None of this changes the keys or values stored. */
-    rocksdb_block_based_options_set_filter_policy(l->table,
-                                                  rocksdb_filterpolicy_create_bloom_full(10));
     l->cache = rocksdb_cache_create_lru(LEDGER_BLOCK_CACHE_BYTES);
-    rocksdb_block_based_options_set_block_cache(l->table, l->cache);
-    rocksdb_block_based_options_set_data_block_index_type(
-        l->table, rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
+    table_options_init(l->table, l->cache, 0);
     rocksdb_options_set_block_based_table_factory(l->options, l->table);
     /* Account keys and values, tx hashes and signed blocks are random bytes:
      * compressing them costs CPU on every flush, compaction and read and saves
@@ -446,6 +461,9 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
         rocksdb_options_set_env(l->options, l->env);
     }
     rocksdb_readoptions_set_verify_checksums(l->ro, 1);
+    /* Iterators see every key in order, whatever the accounts family's
+     * prefix extractor (one account's key): tally audit walks the family. */
+    rocksdb_readoptions_set_total_order_seek(l->ro, 1);
     rocksdb_readoptions_set_verify_checksums(l->ro_block, 1);
     rocksdb_readoptions_set_ignore_range_deletions(l->ro_block, 1);
     rocksdb_writeoptions_set_sync(l->wo, opts->sync);
@@ -475,6 +493,23 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
     rocksdb_options_set_max_total_wal_size(l->options, LEDGER_MAX_WAL_BYTES);
     l->acct_options = rocksdb_options_create_copy(l->options);
     rocksdb_options_set_inplace_update_support(l->acct_options, 1);
+    /* Its memtable is a hash table of account keys (the prefix extractor
+     * takes the whole 33-byte key) rather than a skip list: writing an
+     * account the memtable does not hold yet, as with most of 1,000,000,
+     * searched the skip list twice (the in-place check, then the insert),
+     * each a chain of cache misses that lengthened with the memtable. Its
+     * SST blocks are 1 KiB: an account read from a file loads and checksums
+     * one block. Both cut applying a block with 1,000,000 accounts by 21-26 %
+     * and leave 1,000 unchanged (BENCHMARKS.md, "Tenth pass").
+     * Every key in the family is one account's whole key (account_key):
+     * Debian's RocksDB asserts on a shorter one. Only tally audit and
+     * ledger_verify_files iterate the family, with total_order_seek. */
+    rocksdb_options_set_prefix_extractor(
+        l->acct_options, rocksdb_slicetransform_create_fixed_prefix(1 + TC_PUBKEY_BYTES));
+    rocksdb_options_set_hash_link_list_rep(l->acct_options, LEDGER_ACCT_MEMTABLE_BUCKETS);
+    l->acct_table = rocksdb_block_based_options_create();
+    table_options_init(l->acct_table, l->cache, LEDGER_ACCT_BLOCK_BYTES);
+    rocksdb_options_set_block_based_table_factory(l->acct_options, l->acct_table);
     char *e = NULL;
     const char *cf_names[2] = {"default", LEDGER_ACCOUNTS_CF};
     const rocksdb_options_t *cf_opts[2] = {l->options, l->acct_options};
@@ -546,6 +581,8 @@ void ledger_close(struct ledger *l)
     if (l->acct_options != NULL)
         rocksdb_options_destroy(l->acct_options);
     rocksdb_block_based_options_destroy(l->table);
+    if (l->acct_table != NULL)
+        rocksdb_block_based_options_destroy(l->acct_table);
     if (l->cache != NULL)
         rocksdb_cache_destroy(l->cache);
     if (l->env != NULL)
@@ -1601,6 +1638,7 @@ int ledger_verify_files(struct ledger *l, uint64_t *keys, struct tally_err *err)
         return tally_errf(err, TALLY_ENOMEM, "out of memory");
     rocksdb_readoptions_set_verify_checksums(ro, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_readoptions_set_total_order_seek(ro, 1); /* the accounts' prefix extractor */
     uint64_t n = 0;
     int rc = verify_family(l, ro, l->cf, "blocks and index", &n, err);
     if (rc == TALLY_OK)

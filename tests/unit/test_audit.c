@@ -477,8 +477,17 @@ static void test_crash(void **state)
     close(fds[0]);
     assert_true(last >= 8);
 
+    /* Audited first, as the kill left it: the last blocks live only in the
+     * WAL, which the audit's read-only open replays into memtables that its
+     * iterators must walk in full. */
+    struct ledger_audit_report rep;
+    assert_int_equal(ledger_audit(db, NULL, &rep, &err), TALLY_OK);
+    if (!rep.intact)
+        fail_msg("audit after crash: %s", rep.problem);
+
     assert_int_equal(ledger_open(db, &l, &err), TALLY_OK);
     uint64_t height = ledger_height(l);
+    assert_true(rep.head_height == height);
     print_message("killed after block %llu acknowledged; reopened at %llu\n",
                   (unsigned long long)last, (unsigned long long)height);
     assert_true(height == last || height == last + 1);
@@ -487,12 +496,6 @@ static void test_crash(void **state)
     assert_int_equal(ledger_get_account(l, &keys[0].pk, &a, &found, &err), TALLY_OK);
     assert_true(found && a.nonce == height && a.balance == 1000000 - height);
     ledger_close(l);
-
-    struct ledger_audit_report rep;
-    assert_int_equal(ledger_audit(db, NULL, &rep, &err), TALLY_OK);
-    if (!rep.intact)
-        fail_msg("audit after crash: %s", rep.problem);
-    assert_true(rep.head_height == height);
     lf_rmdir(dir);
 }
 
