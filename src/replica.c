@@ -331,8 +331,44 @@ static void seq_key(uint8_t key[10], const char *prefix, uint64_t seq)
     put_be64(key + 2, seq);
 }
 
+/* The "pp", "pr" and "cm" records (docs/FORMAT.md) start with the view (u64)
+ * and the digest; "pp" and a "cm" with signatures go on with a u32 (the
+ * batch's count; the replicas whose PREPAREs are kept). */
+#define REPLICA_REC_HEAD (8 + TC_HASH_BYTES)
+#define REPLICA_REC_FIXED (REPLICA_REC_HEAD + 4)
+
 /* A "pp" record's count when its batch is the ledger's block at seq. */
 #define REPLICA_PP_IN_BLOCK UINT32_MAX
+
+/* The parts of a "pp" record after its view and digest. */
+struct pp_record {
+    uint32_t count;          /* REPLICA_PP_IN_BLOCK: the batch is block seq */
+    const uint8_t *tx_bytes; /* count transactions, or NULL */
+    const uint8_t *sig;      /* the primary's signature, or NULL (not stored) */
+};
+
+/* false when v (len bytes) is not a well-formed "pp" record. */
+static bool pp_record_parse(const uint8_t *v, size_t len, struct pp_record *out)
+{
+    if (len < REPLICA_REC_FIXED)
+        return false;
+    out->count = ledger_get_u32(v + REPLICA_REC_HEAD);
+    out->tx_bytes = NULL;
+    size_t body = REPLICA_REC_FIXED;
+    if (out->count != REPLICA_PP_IN_BLOCK) {
+        if (out->count > MSG_MAX_BATCH)
+            return false;
+        out->tx_bytes = v + REPLICA_REC_FIXED;
+        body += (size_t)out->count * LEDGER_TX_BYTES;
+    }
+    if (len == body)
+        out->sig = NULL;
+    else if (len == body + TC_SIG_BYTES)
+        out->sig = v + body;
+    else
+        return false;
+    return true;
+}
 
 static int stage_u64(struct replica *r, const char *name, uint64_t v, struct tally_err *err)
 {
@@ -366,11 +402,11 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         uint32_t nsigs = rec->kind == PBFT_PERSIST_COMMIT && rec->prepare_sigs != NULL
                              ? (uint32_t)__builtin_popcount(rec->prepare_from)
                              : 0;
-        size_t len = 8 + TC_HASH_BYTES;
+        size_t len = REPLICA_REC_HEAD;
         if (rec->kind == PBFT_PERSIST_PREPREPARE)
-            len += 4 + (size_t)count * LEDGER_TX_BYTES + TC_SIG_BYTES;
+            len = REPLICA_REC_FIXED + (size_t)count * LEDGER_TX_BYTES + TC_SIG_BYTES;
         if (nsigs > 0)
-            len += 4 + (size_t)nsigs * TC_SIG_BYTES;
+            len = REPLICA_REC_FIXED + (size_t)nsigs * TC_SIG_BYTES;
         if ((rc = meta_reserve(r, len)) != 0) {
             tally_errf(&err, rc, "out of memory");
             break;
@@ -379,15 +415,16 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         memcpy(r->meta_buf + 8, rec->digest.b, TC_HASH_BYTES);
         if (rec->kind == PBFT_PERSIST_PREPREPARE) {
             /* view, digest, u32 count, txs, the primary's signature */
-            ledger_put_u32(r->meta_buf + 40, count);
+            uint8_t *at = r->meta_buf + REPLICA_REC_FIXED;
+            ledger_put_u32(r->meta_buf + REPLICA_REC_HEAD, count);
             if (count > 0)
-                memcpy(r->meta_buf + 44, rec->batch->tx_bytes, (size_t)count * LEDGER_TX_BYTES);
-            memcpy(r->meta_buf + 44 + (size_t)count * LEDGER_TX_BYTES, rec->sig.b, TC_SIG_BYTES);
+                memcpy(at, rec->batch->tx_bytes, (size_t)count * LEDGER_TX_BYTES);
+            memcpy(at + (size_t)count * LEDGER_TX_BYTES, rec->sig.b, TC_SIG_BYTES);
         }
         if (nsigs > 0) {
             /* COMMIT: view, digest, u32 prepare_from, its signatures in replica order */
-            ledger_put_u32(r->meta_buf + 40, rec->prepare_from);
-            uint8_t *at = r->meta_buf + 44;
+            ledger_put_u32(r->meta_buf + REPLICA_REC_HEAD, rec->prepare_from);
+            uint8_t *at = r->meta_buf + REPLICA_REC_FIXED;
             for (uint32_t i = 0; i < PBFT_MAX_REPLICAS; i++)
                 if (rec->prepare_from & (1u << i)) {
                     memcpy(at, rec->prepare_sigs[i].b, TC_SIG_BYTES);
@@ -547,18 +584,20 @@ static void slim_pre_prepare(struct replica *r, uint64_t seq)
     struct tally_err err = {0};
     if (ledger_get_meta(r->ledger, key, sizeof(key), &val, &len, &found, &err) != 0 || !found)
         goto out;
-    const uint8_t *v = val;
-    uint32_t count = len >= 44 ? ledger_get_u32(v + 40) : REPLICA_PP_IN_BLOCK;
-    if (count == REPLICA_PP_IN_BLOCK)
-        goto out; /* slim already, or not ours to read */
-    size_t body = 44 + (size_t)count * LEDGER_TX_BYTES;
-    if (len != body && len != body + TC_SIG_BYTES)
+    struct pp_record pp;
+    if (!pp_record_parse(val, len, &pp))
         goto out; /* the restore will say what is wrong with it */
-    uint8_t slim[44 + TC_SIG_BYTES];
-    memcpy(slim, v, 40); /* view, digest */
-    ledger_put_u32(slim + 40, REPLICA_PP_IN_BLOCK);
-    memcpy(slim + 44, v + body, len - body); /* the primary's signature, when stored */
-    (void)ledger_stage_meta_put(r->ledger, key, sizeof(key), slim, 44 + (len - body), &err);
+    if (pp.count == REPLICA_PP_IN_BLOCK)
+        goto out; /* slim already */
+    uint8_t slim[REPLICA_REC_FIXED + TC_SIG_BYTES];
+    size_t slim_len = REPLICA_REC_FIXED;
+    memcpy(slim, val, REPLICA_REC_HEAD); /* view, digest */
+    ledger_put_u32(slim + REPLICA_REC_HEAD, REPLICA_PP_IN_BLOCK);
+    if (pp.sig != NULL) {
+        memcpy(slim + REPLICA_REC_FIXED, pp.sig, TC_SIG_BYTES);
+        slim_len += TC_SIG_BYTES;
+    }
+    (void)ledger_stage_meta_put(r->ledger, key, sizeof(key), slim, slim_len, &err);
 out:
     free(val);
 }
@@ -1309,43 +1348,36 @@ static int restore_state(struct replica *r, struct tally_err *err)
             uint8_t *block = NULL; /* the batch's block, for a slim "pp" record */
             tc_sig sigs[PBFT_MAX_REPLICAS];
             const uint8_t *v = val;
-            bool ok = len >= 8 + TC_HASH_BYTES;
+            bool ok = len >= REPLICA_REC_HEAD;
             if (ok) {
                 rec.view = get_be64(v);
                 memcpy(rec.digest.b, v + 8, TC_HASH_BYTES);
             }
-            if (ok && kinds[i] == PBFT_PERSIST_PREPREPARE && len >= 44 &&
-                ledger_get_u32(v + 40) == REPLICA_PP_IN_BLOCK) {
-                ok = len == 44 || len == 44 + TC_SIG_BYTES;
-                if (ok && len == 44 + TC_SIG_BYTES)
-                    memcpy(rec.sig.b, v + 44, TC_SIG_BYTES);
-                if (ok && (rc = batch_of_block(r, seq, &rec.digest, &batch, &block, err)) != 0) {
-                    free(val);
-                    free(block);
-                    return rc;
-                }
-                rec.batch = &batch;
-                from_blocks++;
-            } else if (ok && kinds[i] == PBFT_PERSIST_PREPREPARE) {
-                ok = len >= 44;
-                if (ok) {
-                    batch.count = ledger_get_u32(v + 40);
-                    batch.tx_bytes = v + 44;
-                    size_t body = 44 + (size_t)batch.count * LEDGER_TX_BYTES;
-                    ok =
-                        batch.count <= MSG_MAX_BATCH && (len == body || len == body + TC_SIG_BYTES);
-                    if (ok && len == body + TC_SIG_BYTES)
-                        memcpy(rec.sig.b, v + body, TC_SIG_BYTES);
+            struct pp_record pp;
+            if (ok && kinds[i] == PBFT_PERSIST_PREPREPARE) {
+                ok = pp_record_parse(v, len, &pp);
+                if (ok && pp.sig != NULL)
+                    memcpy(rec.sig.b, pp.sig, TC_SIG_BYTES);
+                if (ok && pp.count == REPLICA_PP_IN_BLOCK) {
+                    if ((rc = batch_of_block(r, seq, &rec.digest, &batch, &block, err)) != 0) {
+                        free(val);
+                        free(block);
+                        return rc;
+                    }
+                    from_blocks++;
+                } else if (ok) {
+                    batch.count = pp.count;
+                    batch.tx_bytes = pp.tx_bytes;
                 }
                 rec.batch = &batch;
             }
-            if (ok && kinds[i] == PBFT_PERSIST_COMMIT && len > 40) {
-                ok = len >= 44;
-                uint32_t from = ok ? ledger_get_u32(v + 40) : 0;
+            if (ok && kinds[i] == PBFT_PERSIST_COMMIT && len > REPLICA_REC_HEAD) {
+                ok = len >= REPLICA_REC_FIXED;
+                uint32_t from = ok ? ledger_get_u32(v + REPLICA_REC_HEAD) : 0;
                 uint32_t n = (uint32_t)__builtin_popcount(from);
-                ok = ok && len == 44 + (size_t)n * TC_SIG_BYTES;
+                ok = ok && len == REPLICA_REC_FIXED + (size_t)n * TC_SIG_BYTES;
                 if (ok) {
-                    const uint8_t *at = v + 44;
+                    const uint8_t *at = v + REPLICA_REC_FIXED;
                     for (uint32_t k = 0; k < PBFT_MAX_REPLICAS; k++)
                         if (from & (1u << k)) {
                             memcpy(sigs[k].b, at, TC_SIG_BYTES);
