@@ -66,16 +66,39 @@ void spstream_sendq_take(struct spstream_sendq *q)
     }
 }
 
-int spstream_sendq_start(struct spstream_sendq *q, nng_stream *s, nng_aio *aio)
+static int sendq_set_iov(struct spstream_sendq *q, nng_aio *aio)
 {
-    spstream_sendq_take(q);
     nng_iov iov = {.iov_buf = q->inflight + q->inflight_off,
                    .iov_len = q->inflight_len - q->inflight_off};
-    if (nng_aio_set_iov(aio, 1, &iov) != 0)
-        return -1;
+    return nng_aio_set_iov(aio, 1, &iov);
+}
+
+enum spstream_write spstream_sendq_start(struct spstream_sendq *q, nng_stream *s, nng_aio *quick,
+                                         nng_aio *aio)
+{
+    spstream_sendq_take(q);
+    if (sendq_set_iov(q, quick) != 0)
+        return SPSTREAM_WRITE_FAILED;
+    nng_stream_send(s, quick);
+    /* Done already, unless the socket was full: then the write waits for
+     * the poller, and is taken back (a no-op if it has just completed). */
+    nng_aio_cancel(quick);
+    nng_aio_wait(quick);
+    int rv = nng_aio_result(quick);
+    if (rv == 0) {
+        spstream_sendq_wrote(q, nng_aio_count(quick));
+        return SPSTREAM_WRITE_DONE;
+    }
+    if (rv != NNG_ECANCELED) {
+        spstream_sendq_wrote(q, 0);
+        return SPSTREAM_WRITE_FAILED;
+    }
+    q->inflight_off += nng_aio_count(quick); /* 0: a cancelled TCP write wrote nothing */
+    if (sendq_set_iov(q, aio) != 0)
+        return SPSTREAM_WRITE_FAILED;
     q->sending = true;
     nng_stream_send(s, aio);
-    return 0;
+    return SPSTREAM_WRITE_PENDING;
 }
 
 void spstream_sendq_wrote(struct spstream_sendq *q, size_t n)
@@ -220,6 +243,7 @@ struct spstream_link {
     struct spstream_link_opts o;
     nng_stream_dialer *dialer;
     nng_aio *dial_aio, *sleep_aio, *send_aio, *recv_aio;
+    nng_aio *quick_aio; /* send_aio's first try, without a callback (spstream_sendq_start) */
     pthread_mutex_t mtx;
     bool mtx_ok;
     /* Under mtx: */
@@ -270,25 +294,25 @@ static void link_fail(struct spstream_link *l)
     link_reap_if_idle(l);
 }
 
-static void link_start_send(struct spstream_link *l)
-{
-    if (spstream_sendq_start(&l->q, l->stream, l->send_aio) != 0)
-        link_fail(l);
-}
-
 /* Write what is due: the rest of a write in flight, and queued frames only
  * once the other side's handshake is in (if it never answers, or closes, the
- * frames stay queued for the next connection). */
+ * frames stay queued for the next connection). Writes the socket takes at
+ * once follow each other here; one it cannot take is finished by
+ * link_send_cb. */
 static void link_send_due(struct spstream_link *l)
 {
-    if (l->stream == NULL || l->closing || l->q.sending)
-        return;
-    if (l->q.inflight_len == 0) {
-        l->inflight_hs = false;
-        if (l->q.pending_len == 0 || !atomic_load(&l->connected))
+    while (l->stream != NULL && !l->closing && !l->q.sending) {
+        if (l->q.inflight_len == 0) {
+            l->inflight_hs = false;
+            if (l->q.pending_len == 0 || !atomic_load(&l->connected))
+                return;
+        }
+        enum spstream_write w = spstream_sendq_start(&l->q, l->stream, l->quick_aio, l->send_aio);
+        if (w == SPSTREAM_WRITE_FAILED)
+            link_fail(l);
+        if (w != SPSTREAM_WRITE_DONE)
             return;
     }
-    link_start_send(l);
 }
 
 static void link_send_cb(void *arg)
@@ -387,7 +411,7 @@ static void link_dial_cb(void *arg)
     memcpy(l->q.inflight, hs, sizeof(hs));
     l->q.inflight_len = sizeof(hs);
     l->inflight_hs = true;
-    link_start_send(l);
+    link_send_due(l);
     if (l->stream != NULL && !l->closing)
         link_read(l);
     pthread_mutex_unlock(&l->mtx);
@@ -424,6 +448,7 @@ int spstream_link_start(const struct spstream_link_opts *o, struct spstream_link
     if ((rv = nng_aio_alloc(&l->dial_aio, link_dial_cb, l)) != 0 ||
         (rv = nng_aio_alloc(&l->sleep_aio, link_sleep_cb, l)) != 0 ||
         (rv = nng_aio_alloc(&l->send_aio, link_send_cb, l)) != 0 ||
+        (rv = nng_aio_alloc(&l->quick_aio, NULL, NULL)) != 0 ||
         (rv = nng_aio_alloc(&l->recv_aio, link_recv_cb, l)) != 0 ||
         (rv = nng_stream_dialer_alloc(&l->dialer, o->url)) != 0) {
         rc = tally_errf(err, TALLY_EIO, "%s: %s", o->url, nng_strerror(rv));
@@ -451,7 +476,7 @@ void spstream_link_stop(struct spstream_link *l)
     }
     if (l->dialer != NULL)
         nng_stream_dialer_close(l->dialer);
-    nng_aio *aios[] = {l->sleep_aio, l->dial_aio, l->send_aio, l->recv_aio};
+    nng_aio *aios[] = {l->sleep_aio, l->dial_aio, l->send_aio, l->recv_aio, l->quick_aio};
     for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
         if (aios[i] != NULL)
             nng_aio_stop(aios[i]); /* waits for a running callback */

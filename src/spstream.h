@@ -50,10 +50,21 @@ bool spstream_sendq_push(struct spstream_sendq *q, const uint8_t *hdr, size_t hl
 bool spstream_sendq_has_work(const struct spstream_sendq *q);
 /* When nothing is half written, make everything pending the next write. */
 void spstream_sendq_take(struct spstream_sendq *q);
+enum spstream_write {
+    SPSTREAM_WRITE_DONE,    /* written at once (and counted, spstream_sendq_wrote) */
+    SPSTREAM_WRITE_PENDING, /* in flight on aio (q->sending): its callback reports it */
+    SPSTREAM_WRITE_FAILED,  /* not started, or failed: close the stream */
+};
+
 /* Start writing the rest of the write in flight, or else everything
- * pending (spstream_sendq_take), on s with aio. Nonzero when the write could
- * not be started. */
-int spstream_sendq_start(struct spstream_sendq *q, nng_stream *s, nng_aio *aio);
+ * pending (spstream_sendq_take), on s. First with quick, an aio without a
+ * callback: when the socket takes the bytes at once, as it nearly always
+ * does, NNG completes the write inside nng_stream_send without waking one
+ * of its task threads to run a callback (SPSTREAM_WRITE_DONE: the caller
+ * goes on as that callback would). When the socket is full, quick is
+ * cancelled and the write goes to aio instead (SPSTREAM_WRITE_PENDING). */
+enum spstream_write spstream_sendq_start(struct spstream_sendq *q, nng_stream *s, nng_aio *quick,
+                                         nng_aio *aio);
 /* The write completed, n bytes of it written (0 on error). */
 void spstream_sendq_wrote(struct spstream_sendq *q, size_t n);
 /* The stream is gone: what was being written is lost; pending stays. */

@@ -48,6 +48,7 @@ struct in_conn {
     uint32_t id;
     nng_stream *stream;
     nng_aio *recv_aio, *send_aio;
+    nng_aio *quick_aio;     /* send_aio's first try, without a callback (spstream_sendq_start) */
     struct spstream_rbuf r; /* only the read callback touches it */
     pthread_mutex_t mtx;
     /* Under mtx: */
@@ -144,6 +145,8 @@ static void conn_free(struct in_conn *c)
         nng_aio_free(c->recv_aio); /* waits for its callback to return */
     if (c->send_aio != NULL)
         nng_aio_free(c->send_aio);
+    if (c->quick_aio != NULL)
+        nng_aio_free(c->quick_aio);
     if (c->stream != NULL)
         nng_stream_free(c->stream);
     pthread_mutex_destroy(&c->mtx);
@@ -209,10 +212,18 @@ static bool conn_close_locked(struct in_conn *c)
     return !c->reading && !c->q.sending;
 }
 
-static void conn_start_send(struct in_conn *c)
+/* Under c->mtx: write what is queued. Writes the socket takes at once
+ * follow each other here; one it cannot take is finished by conn_send_cb.
+ * On an error the connection closes, and the read side retires it. */
+static void conn_send_due(struct in_conn *c)
 {
-    if (spstream_sendq_start(&c->q, c->stream, c->send_aio) != 0)
-        (void)conn_close_locked(c); /* the read side retires it */
+    while (!c->closing && !c->q.sending && spstream_sendq_has_work(&c->q)) {
+        enum spstream_write w = spstream_sendq_start(&c->q, c->stream, c->quick_aio, c->send_aio);
+        if (w == SPSTREAM_WRITE_FAILED)
+            (void)conn_close_locked(c);
+        if (w != SPSTREAM_WRITE_DONE)
+            return;
+    }
 }
 
 static void conn_send_cb(void *arg)
@@ -222,10 +233,11 @@ static void conn_send_cb(void *arg)
     pthread_mutex_lock(&c->mtx);
     int rv = nng_aio_result(c->send_aio);
     spstream_sendq_wrote(&c->q, rv == 0 ? nng_aio_count(c->send_aio) : 0);
-    if (rv != 0 || c->closing)
-        retire = conn_close_locked(c);
-    else if (spstream_sendq_has_work(&c->q))
-        conn_start_send(c);
+    if (rv != 0)
+        (void)conn_close_locked(c);
+    conn_send_due(c); /* (nothing once closing) */
+    if (c->closing)
+        retire = conn_close_locked(c); /* idle now: c is retired here */
     pthread_mutex_unlock(&c->mtx);
     if (retire)
         conn_retire(c);
@@ -238,8 +250,7 @@ static bool conn_queue_locked(struct in_conn *c, const uint8_t *bytes, size_t le
     size_t hlen = spframe_header(hdr, len, c->ln->origin == TRANSPORT_FROM_CLIENT);
     if (c->closing || !spstream_sendq_push(&c->q, hdr, hlen, bytes, len))
         return false;
-    if (!c->q.sending)
-        conn_start_send(c);
+    conn_send_due(c);
     return true;
 }
 
@@ -420,7 +431,8 @@ static struct in_conn *conn_new(struct listener *ln, nng_stream *s)
         return NULL;
     }
     if (spstream_rbuf_init(&c->r) != 0 || nng_aio_alloc(&c->recv_aio, conn_recv_cb, c) != 0 ||
-        nng_aio_alloc(&c->send_aio, conn_send_cb, c) != 0) {
+        nng_aio_alloc(&c->send_aio, conn_send_cb, c) != 0 ||
+        nng_aio_alloc(&c->quick_aio, NULL, NULL) != 0) {
         c->stream = NULL; /* the caller still owns it */
         conn_free(c);
         return NULL;
@@ -487,7 +499,7 @@ static void accept_cb(void *arg)
         uint8_t hs[SPFRAME_HANDSHAKE];
         spframe_handshake(hs, ln->self_proto);
         if (spstream_sendq_push(&c->q, hs, sizeof(hs), NULL, 0)) {
-            conn_start_send(c);
+            conn_send_due(c);
         } else {
             (void)conn_close_locked(c);
         }
@@ -644,6 +656,7 @@ void transport_stop(struct transport *t)
         /* Wait out both callbacks; whichever ends last retires c. */
         nng_aio_stop(c->recv_aio);
         nng_aio_stop(c->send_aio);
+        nng_aio_stop(c->quick_aio);
         conn_retire(c); /* a no-op if a callback did it */
     }
     conns_reap(t);

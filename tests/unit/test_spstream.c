@@ -1,6 +1,7 @@
 /* SP over NNG streams (src/spstream.c): the send queue's caps, the requeue
- * of a failed write's unsent frames, and a receive buffer that pauses when
- * its frames cannot be taken (the client queue's backpressure). */
+ * of a failed write's unsent frames, a receive buffer that pauses when its
+ * frames cannot be taken (the client queue's backpressure), and a link that
+ * writes through a full socket. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +9,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+#include <stdio.h>
 
+#include "src/mono.h"
 #include "src/spstream.h"
 
 static bool push_frame(struct spstream_sendq *q, uint8_t fill, size_t len)
@@ -141,12 +146,106 @@ static void test_rbuf_pause_and_resume(void **state)
     spstream_rbuf_free(&r);
 }
 
+/* ---- a link through a full socket ------------------------------------------ */
+
+#define BIG_FRAMES 400
+#define BIG_FRAME_BYTES 60000 /* 24 MB in all: more than loopback TCP buffers */
+
+struct big_reader {
+    uint32_t next; /* the index the next frame must carry */
+    bool bad;
+};
+
+static enum spstream_take take_big(void *ctx, const uint8_t *body, size_t len)
+{
+    struct big_reader *b = ctx;
+    uint32_t idx;
+    memcpy(&idx, body, sizeof(idx));
+    if (len != BIG_FRAME_BYTES || idx != b->next || body[len - 1] != (uint8_t)idx)
+        b->bad = true;
+    b->next++;
+    return SPSTREAM_TAKEN;
+}
+
+/* The other side reads nothing until every frame is queued, so the link's
+ * socket fills and its writes go on from send_aio's callback (the
+ * SPSTREAM_WRITE_PENDING path of spstream_sendq_start), not at once: every
+ * frame still arrives, whole and in order. */
+static void test_link_through_full_socket(void **state)
+{
+    (void)state;
+    nng_stream_listener *ln = NULL;
+    nng_aio *aio = NULL;
+    int port = 0;
+    assert_int_equal(nng_stream_listener_alloc(&ln, "tcp://127.0.0.1:0"), 0);
+    assert_int_equal(nng_stream_listener_listen(ln), 0);
+    assert_int_equal(nng_stream_listener_get_int(ln, NNG_OPT_TCP_BOUND_PORT, &port), 0);
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_stream_listener_accept(ln, aio);
+
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
+    struct spstream_link_opts o = {
+        .url = url, .self = SPFRAME_PUSH0, .peer = SPFRAME_PULL0, .max_body = 1024};
+    struct spstream_link *l = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(spstream_link_start(&o, &l, &err), 0);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    nng_stream *s = nng_aio_get_output(aio, 0);
+
+    /* Our handshake (a pull0 speaker's), then wait for the link to see it. */
+    uint8_t hs[SPFRAME_HANDSHAKE];
+    spframe_handshake(hs, SPFRAME_PULL0);
+    nng_iov iov = {.iov_buf = hs, .iov_len = sizeof(hs)};
+    assert_int_equal(nng_aio_set_iov(aio, 1, &iov), 0);
+    nng_stream_send(s, aio);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    assert_int_equal(nng_aio_count(aio), sizeof(hs));
+    uint64_t deadline = mono_now_us() + 10000000;
+    while (!spstream_link_connected(l) && mono_now_us() < deadline)
+        nng_msleep(1);
+    assert_true(spstream_link_connected(l));
+
+    static uint8_t body[BIG_FRAME_BYTES];
+    for (uint32_t i = 0; i < BIG_FRAMES; i++) {
+        memcpy(body, &i, sizeof(i));
+        body[BIG_FRAME_BYTES - 1] = (uint8_t)i;
+        assert_true(spstream_link_send(l, body, sizeof(body)));
+    }
+
+    struct spstream_rbuf r;
+    assert_int_equal(spstream_rbuf_init(&r), 0);
+    struct big_reader b = {0};
+    deadline = mono_now_us() + 30000000;
+    while (b.next < BIG_FRAMES && !b.bad && mono_now_us() < deadline) {
+        assert_int_equal(spstream_rbuf_arm(&r, aio), 0);
+        nng_aio_set_timeout(aio, 10000); /* bytes that never come: fail, not hang */
+        nng_stream_recv(s, aio);
+        nng_aio_wait(aio);
+        assert_int_equal(nng_aio_result(aio), 0);
+        assert_int_equal(spstream_rbuf_deliver(&r, nng_aio_count(aio), SPFRAME_PUSH0,
+                                               BIG_FRAME_BYTES, take_big, &b),
+                         SPSTREAM_OK);
+    }
+    assert_false(b.bad);
+    assert_int_equal(b.next, BIG_FRAMES);
+
+    spstream_link_stop(l);
+    spstream_rbuf_free(&r);
+    nng_stream_free(s);
+    nng_aio_free(aio);
+    nng_stream_listener_free(ln);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_requeue_unsent),
         cmocka_unit_test(test_rbuf_pause_and_resume),
+        cmocka_unit_test(test_link_through_full_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
