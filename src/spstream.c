@@ -97,6 +97,7 @@ enum spstream_write spstream_sendq_start(struct spstream_sendq *q, nng_stream *s
     if (sendq_set_iov(q, aio) != 0)
         return SPSTREAM_WRITE_FAILED;
     q->sending = true;
+    q->writes_waited++;
     nng_stream_send(s, aio);
     return SPSTREAM_WRITE_PENDING;
 }
@@ -301,7 +302,7 @@ static void link_fail(struct spstream_link *l)
  * link_send_cb. */
 static void link_send_due(struct spstream_link *l)
 {
-    while (l->stream != NULL && !l->closing && !l->q.sending) {
+    while (l->stream != NULL && !l->closing && !l->stopping && !l->q.sending) {
         if (l->q.inflight_len == 0) {
             l->inflight_hs = false;
             if (l->q.pending_len == 0 || !atomic_load(&l->connected))
@@ -504,6 +505,15 @@ bool spstream_link_send(struct spstream_link *l, const uint8_t *body, size_t len
         link_send_due(l);
     pthread_mutex_unlock(&l->mtx);
     return queued;
+}
+
+uint64_t spstream_link_writes_waited(const struct spstream_link *l)
+{
+    struct spstream_link *m = (struct spstream_link *)l;
+    pthread_mutex_lock(&m->mtx);
+    uint64_t n = m->q.writes_waited;
+    pthread_mutex_unlock(&m->mtx);
+    return n;
 }
 
 bool spstream_link_connected(const struct spstream_link *l)

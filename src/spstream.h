@@ -39,7 +39,8 @@ struct spstream_sendq {
     uint8_t *pending, *inflight;
     size_t pending_len, pending_cap, pending_msgs;
     size_t inflight_len, inflight_cap, inflight_off;
-    bool sending; /* a write is in flight */
+    bool sending;           /* a write is in flight */
+    uint64_t writes_waited; /* writes that found the socket full (SPSTREAM_WRITE_PENDING) */
 };
 
 /* Queue hdr and body as one unit (a frame, or a handshake with len 0).
@@ -134,9 +135,15 @@ int spstream_link_start(const struct spstream_link_opts *o, struct spstream_link
                         struct tally_err *err);
 /* Close, wait for the callbacks, free. NULL is fine. */
 void spstream_link_stop(struct spstream_link *l);
-/* Queue one message (never blocks). Held while the link is down (written
- * once the other side's handshake is in); false when the queue is full. */
+/* Queue one message. Held while the link is down (written once the other
+ * side's handshake is in); false when the queue is full. Never waits for the
+ * other side, but writes on the caller's thread what the socket takes at
+ * once, and a write that fails there closes the stream and calls on_state
+ * (false) on this thread, with the link's lock held: on_state must not
+ * send on the link. */
 bool spstream_link_send(struct spstream_link *l, const uint8_t *body, size_t len);
+/* Writes that found the socket full and finished in a callback. */
+uint64_t spstream_link_writes_waited(const struct spstream_link *l);
 /* Whether the other side's handshake has arrived on the current stream. */
 bool spstream_link_connected(const struct spstream_link *l);
 

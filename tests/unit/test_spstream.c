@@ -181,6 +181,7 @@ static void test_link_through_full_socket(void **state)
     assert_int_equal(nng_stream_listener_listen(ln), 0);
     assert_int_equal(nng_stream_listener_get_int(ln, NNG_OPT_TCP_BOUND_PORT, &port), 0);
     assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, 10000); /* every wait below: fail, not hang */
     nng_stream_listener_accept(ln, aio);
 
     char url[64];
@@ -221,7 +222,7 @@ static void test_link_through_full_socket(void **state)
     deadline = mono_now_us() + 30000000;
     while (b.next < BIG_FRAMES && !b.bad && mono_now_us() < deadline) {
         assert_int_equal(spstream_rbuf_arm(&r, aio), 0);
-        nng_aio_set_timeout(aio, 10000); /* bytes that never come: fail, not hang */
+        nng_aio_set_timeout(aio, 10000); /* (arm sets none once the handshake is in) */
         nng_stream_recv(s, aio);
         nng_aio_wait(aio);
         assert_int_equal(nng_aio_result(aio), 0);
@@ -231,6 +232,7 @@ static void test_link_through_full_socket(void **state)
     }
     assert_false(b.bad);
     assert_int_equal(b.next, BIG_FRAMES);
+    assert_true(spstream_link_writes_waited(l) > 0); /* the socket did fill */
 
     spstream_link_stop(l);
     spstream_rbuf_free(&r);
