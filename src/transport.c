@@ -237,7 +237,7 @@ static void conn_send_cb(void *arg)
         (void)conn_close_locked(c);
     conn_send_due(c); /* (nothing once closing) */
     if (c->closing)
-        retire = conn_close_locked(c); /* idle now: c is retired here */
+        retire = conn_close_locked(c); /* true once no read is posted either */
     pthread_mutex_unlock(&c->mtx);
     if (retire)
         conn_retire(c);
