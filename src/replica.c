@@ -76,7 +76,7 @@ struct replica {
     size_t q_loop_only; /* queued events only the loop thread steps */
     bool stopping;
     bool stepping;         /* a thread is taking steps */
-    bool started;          /* NNG threads may step (the loop thread is up) */
+    bool started;          /* reading threads may step (the loop thread is up) */
     bool loop_waiting;     /* the loop thread waits for a step to end */
     uint64_t next_tick_ms; /* when pbft_on_tick is due */
     pthread_t loop;
@@ -1038,7 +1038,7 @@ static void handle_event(struct replica *r, struct verifier_event *ev, uint64_t 
 static void take_steps(struct replica *r, bool loop_thread);
 
 /* State transfer and view changes can take long steps (installing blocks,
- * checking certificates): those are the loop thread's, never an NNG
+ * checking certificates): those are the loop thread's, never a reading
  * thread's. */
 static bool loop_only(const struct verifier_event *ev)
 {
@@ -1048,7 +1048,7 @@ static bool loop_only(const struct verifier_event *ev)
 }
 
 /* Queue ev for a step. The normal case's messages from peers are stepped on
- * the NNG thread that read and verified them, once the read's frames are all
+ * the thread that read and verified them, once the read's frames are all
  * queued (step_after_peer_read), unless a thread is stepping already: the
  * loop thread's wake-up was one of the three thread hand-offs each protocol
  * message cost between the socket and the core (BENCHMARKS.md, "Eighth
@@ -1194,7 +1194,7 @@ static void take_steps(struct replica *r, bool loop_thread)
     pthread_mutex_unlock(&r->lock);
 }
 
-/* Steps for what no NNG thread steps: client messages, ticks, leftovers. */
+/* Steps for what no reading thread steps: client messages, ticks, leftovers. */
 static void *loop_main(void *arg)
 {
     struct replica *r = arg;

@@ -1,12 +1,12 @@
 /* The replica shell: the PBFT core and the ledger, driven in steps by one
  * thread at a time.
  *
- *   transport (NNG streams; each read completes on an NNG task thread)
+ *   transport (NNG streams; each read completes on a reading thread, src/rxpoll.h)
  *     -> verifier on that thread (decode, signatures)
  *     -> bounded event queue -> a step: pbft_on_* / queries / status
  *
  * A step takes what is queued (and the core's tick when due). A verified
- * peer message is stepped on the NNG thread that read it when no other thread
+ * peer message is stepped on the thread that read it when no other thread
  * is stepping (one step, then it goes back to reading); everything else
  * (client messages, ticks, what is left over) is stepped by the loop thread.
  * During a step the core's promises (io->persist) are staged in the ledger's

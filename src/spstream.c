@@ -238,6 +238,23 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
     return SPSTREAM_OK;
 }
 
+enum spstream_deliver spstream_rbuf_read_now(struct spstream_rbuf *r, nng_stream *s, nng_aio *quick,
+                                             bool hangup, enum spframe_proto peer, size_t max_body,
+                                             spstream_frame_fn fn, void *ctx)
+{
+    for (;;) {
+        size_t asked = r->cap - r->have, got = 0;
+        int rv = spstream_rbuf_arm(r, quick) == 0 ? rxpoll_read_now(s, quick, &got) : NNG_ENOMEM;
+        if (rv == NNG_ECANCELED && !hangup)
+            return SPSTREAM_OK; /* nothing after all */
+        if (rv != 0)
+            return SPSTREAM_REJECTED; /* gone (nothing to read from a hung-up socket) */
+        enum spstream_deliver d = spstream_rbuf_deliver(r, got, peer, max_body, fn, ctx);
+        if (d != SPSTREAM_OK || got < asked)
+            return d;
+    }
+}
+
 /* ---- outbound link -------------------------------------------------------------- */
 
 struct spstream_link {
@@ -245,11 +262,15 @@ struct spstream_link {
     nng_stream_dialer *dialer;
     nng_aio *dial_aio, *sleep_aio, *send_aio, *recv_aio;
     nng_aio *quick_aio; /* send_aio's first try, without a callback (spstream_sendq_start) */
+    nng_aio *rx_aio;    /* reads on an rxpoll thread, without a callback */
     pthread_mutex_t mtx;
+    pthread_cond_t idle; /* a watched read ended (spstream_link_stop waits for it) */
     bool mtx_ok;
     /* Under mtx: */
-    nng_stream *stream; /* NULL while down */
+    nng_stream *stream;    /* NULL while down */
+    struct rxpoll_watch w; /* the stream's socket (w.fd -1: NNG reads it) */
     bool reading, closing, stopping;
+    bool watched;     /* the read in flight is w's (reading is set too) */
     bool inflight_hs; /* the write in flight is our handshake */
     struct spstream_sendq q;
     nng_duration backoff;
@@ -273,6 +294,8 @@ static void link_reap_if_idle(struct spstream_link *l)
 {
     if (!l->closing || l->q.sending || l->reading)
         return;
+    if (l->o.rx != NULL)
+        rxpoll_forget(l->o.rx, &l->w); /* before the descriptor closes */
     nng_stream_free(l->stream);
     l->stream = NULL;
     l->closing = false;
@@ -330,8 +353,18 @@ static void link_send_cb(void *arg)
     pthread_mutex_unlock(&l->mtx);
 }
 
+/* Under mtx: read what comes next, on an rxpoll thread once the handshake
+ * is in and the socket was found, else with NNG's callback. */
 static void link_read(struct spstream_link *l)
 {
+    if (l->r.got_hs && l->w.fd >= 0) {
+        if (rxpoll_arm(l->o.rx, &l->w) != 0) {
+            link_fail(l);
+            return;
+        }
+        l->reading = l->watched = true;
+        return;
+    }
     if (spstream_rbuf_arm(&l->r, l->recv_aio) != 0) {
         link_fail(l);
         return;
@@ -349,6 +382,8 @@ static enum spstream_take refuse_frame(void *ctx, const uint8_t *body, size_t le
     return SPSTREAM_REFUSED;
 }
 
+static void link_after_read(struct spstream_link *l, enum spstream_deliver d, bool was_up);
+
 static void link_recv_cb(void *arg)
 {
     struct spstream_link *l = arg;
@@ -358,9 +393,35 @@ static void link_recv_cb(void *arg)
     if (rv == 0) /* the buffer is ours alone while no read is posted */
         d = spstream_rbuf_deliver(&l->r, nng_aio_count(l->recv_aio), l->o.peer, l->o.max_body,
                                   l->o.on_frame != NULL ? l->o.on_frame : refuse_frame, l->o.ctx);
+    link_after_read(l, d, was_up);
+}
+
+/* On an rxpoll thread: the socket is readable (or hung up). The stream
+ * stays while a read is in flight (link_reap_if_idle). */
+static void link_rx_ready(void *ctx, bool hangup)
+{
+    struct spstream_link *l = ctx;
+    pthread_mutex_lock(&l->mtx);
+    bool gone = l->closing || l->stopping;
+    nng_stream *s = l->stream;
+    pthread_mutex_unlock(&l->mtx);
+    enum spstream_deliver d = SPSTREAM_REJECTED;
+    if (!gone)
+        d = spstream_rbuf_read_now(&l->r, s, l->rx_aio, hangup, l->o.peer, l->o.max_body,
+                                   l->o.on_frame != NULL ? l->o.on_frame : refuse_frame, l->o.ctx);
+    link_after_read(l, d, true);
+}
+
+/* After a read's frames went on: read on, or fail the stream. */
+static void link_after_read(struct spstream_link *l, enum spstream_deliver d, bool was_up)
+{
     pthread_mutex_lock(&l->mtx);
     l->reading = false;
-    if (d != SPSTREAM_OK || l->closing) {
+    if (l->watched) {
+        l->watched = false;
+        pthread_cond_broadcast(&l->idle);
+    }
+    if (d != SPSTREAM_OK || l->closing || l->stopping) {
         link_fail(l);
         link_reap_if_idle(l);
         pthread_mutex_unlock(&l->mtx);
@@ -399,6 +460,8 @@ static void link_dial_cb(void *arg)
     l->closing = false;
     l->r.have = 0;
     l->r.got_hs = false;
+    l->w = (struct rxpoll_watch){
+        .fd = l->o.rx != NULL ? rxpoll_stream_fd(s) : -1, .ready = link_rx_ready, .ctx = l};
     /* Our handshake first (as a write of its own), then what was queued
      * while the link was down. */
     spstream_sendq_drop_inflight(&l->q);
@@ -441,7 +504,13 @@ int spstream_link_start(const struct spstream_link_opts *o, struct spstream_link
         rc = tally_errf(err, TALLY_EIO, "%s: no mutex", o->url);
         goto fail;
     }
+    if (pthread_cond_init(&l->idle, NULL) != 0) {
+        pthread_mutex_destroy(&l->mtx);
+        rc = tally_errf(err, TALLY_EIO, "%s: no condition variable", o->url);
+        goto fail;
+    }
     l->mtx_ok = true;
+    l->w.fd = -1;
     if (spstream_rbuf_init(&l->r) != 0) {
         rc = tally_errf(err, TALLY_ENOMEM, "out of memory");
         goto fail;
@@ -450,6 +519,7 @@ int spstream_link_start(const struct spstream_link_opts *o, struct spstream_link
         (rv = nng_aio_alloc(&l->sleep_aio, link_sleep_cb, l)) != 0 ||
         (rv = nng_aio_alloc(&l->send_aio, link_send_cb, l)) != 0 ||
         (rv = nng_aio_alloc(&l->quick_aio, NULL, NULL)) != 0 ||
+        (rv = nng_aio_alloc(&l->rx_aio, NULL, NULL)) != 0 ||
         (rv = nng_aio_alloc(&l->recv_aio, link_recv_cb, l)) != 0 ||
         (rv = nng_stream_dialer_alloc(&l->dialer, o->url)) != 0) {
         rc = tally_errf(err, TALLY_EIO, "%s: %s", o->url, nng_strerror(rv));
@@ -472,26 +542,34 @@ void spstream_link_stop(struct spstream_link *l)
         pthread_mutex_lock(&l->mtx);
         l->stopping = true;
         if (l->stream != NULL)
-            nng_stream_close(l->stream);
+            nng_stream_close(l->stream); /* a watched socket fires: its read ends */
+        while (l->watched)
+            pthread_cond_wait(&l->idle, &l->mtx);
         pthread_mutex_unlock(&l->mtx);
     }
     if (l->dialer != NULL)
         nng_stream_dialer_close(l->dialer);
-    nng_aio *aios[] = {l->sleep_aio, l->dial_aio, l->send_aio, l->recv_aio, l->quick_aio};
+    nng_aio *aios[] = {l->sleep_aio, l->dial_aio,  l->send_aio,
+                       l->recv_aio,  l->quick_aio, l->rx_aio};
     for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
         if (aios[i] != NULL)
             nng_aio_stop(aios[i]); /* waits for a running callback */
     for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
         if (aios[i] != NULL)
             nng_aio_free(aios[i]);
-    if (l->stream != NULL)
+    if (l->stream != NULL) {
+        if (l->o.rx != NULL)
+            rxpoll_forget(l->o.rx, &l->w);
         nng_stream_free(l->stream);
+    }
     if (l->dialer != NULL)
         nng_stream_dialer_free(l->dialer);
     spstream_sendq_free(&l->q);
     spstream_rbuf_free(&l->r);
-    if (l->mtx_ok)
+    if (l->mtx_ok) {
         pthread_mutex_destroy(&l->mtx);
+        pthread_cond_destroy(&l->idle);
+    }
     free(l);
 }
 

@@ -14,7 +14,8 @@
  *    doubling to 500 ms), sends our handshake, checks the other side's, and
  *    then writes queued frames and (optionally) delivers received ones.
  *
- * Callbacks run on NNG's task threads. Prefix: spstream_. */
+ * Callbacks run on NNG's task threads, or a link's reads on an rxpoll
+ * thread. Prefix: spstream_. */
 #ifndef TALLY_SPSTREAM_H
 #define TALLY_SPSTREAM_H
 
@@ -25,6 +26,7 @@
 #include <nng/nng.h>
 
 #include "src/err.h"
+#include "src/rxpoll.h"
 #include "src/spframe.h"
 
 #define SPSTREAM_QUEUE_MSGS 1024 /* default cap on queued messages (MEASURED.md) */
@@ -115,6 +117,15 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
                                             enum spframe_proto peer, size_t max_body,
                                             spstream_frame_fn fn, void *ctx);
 
+/* On an rxpoll thread whose watch of s fired: read what s holds now into r
+ * through quick (rxpoll_read_now) and deliver it as spstream_rbuf_deliver
+ * does; a read that filled the buffer is followed by another at once.
+ * Nothing to read is SPSTREAM_OK (watch again), unless the socket hung up;
+ * a stream that is gone is SPSTREAM_REJECTED. */
+enum spstream_deliver spstream_rbuf_read_now(struct spstream_rbuf *r, nng_stream *s, nng_aio *quick,
+                                             bool hangup, enum spframe_proto peer, size_t max_body,
+                                             spstream_frame_fn fn, void *ctx);
+
 /* ---- outbound link ----------------------------------------------------------- */
 
 struct spstream_link_opts {
@@ -126,6 +137,10 @@ struct spstream_link_opts {
     size_t max_body;                             /* bound on a received frame */
     void (*on_state)(void *ctx, bool connected); /* optional: connected or lost */
     void *ctx;
+    /* Optional: once the other side's handshake is in, received frames are
+     * read (and on_frame called) on this pool's threads instead of NNG's
+     * (src/rxpoll.h). Stop the link before the pool. */
+    struct rxpoll *rx;
 };
 
 struct spstream_link;

@@ -14,6 +14,7 @@
 
 #include "src/log.h"
 #include "src/mono.h"
+#include "src/rxpoll.h"
 #include "src/spframe.h"
 #include "src/spstream.h"
 
@@ -27,6 +28,7 @@
 #define TRANSPORT_ACCEPT_RETRY_MS 10   /* after a failed accept (out of descriptors) */
 #define TRANSPORT_REFUSAL_LOG_MS 10000 /* at most one refusal warning per listener */
 #define TRANSPORT_DEFAULT_MAX_MSG (64u * 1024u * 1024u)
+#define TRANSPORT_RX_THREADS 4 /* read accepted connections (src/rxpoll.h) */
 
 struct transport;
 
@@ -49,7 +51,9 @@ struct in_conn {
     nng_stream *stream;
     nng_aio *recv_aio, *send_aio;
     nng_aio *quick_aio;     /* send_aio's first try, without a callback (spstream_sendq_start) */
-    struct spstream_rbuf r; /* only the read callback touches it */
+    nng_aio *rx_aio;        /* reads on an rxpoll thread, without a callback */
+    struct rxpoll_watch w;  /* the socket, once the handshake is in (w.fd -1: NNG reads it) */
+    struct spstream_rbuf r; /* only the reader (a callback, or w.ready) touches it */
     pthread_mutex_t mtx;
     /* Under mtx: */
     bool reading, closing; /* reading: a read in flight, or the connection is paused */
@@ -93,7 +97,7 @@ struct transport {
     uint32_t next_slot, conn_generation; /* where the search for a free slot starts */
     struct peer peers[TRANSPORT_MAX_PEERS];
     /* Client messages are verified on threads of their own, so that a flood
-     * of client connections cannot hold the NNG threads that carry the
+     * of client connections cannot hold the threads that carry the
      * replicas' traffic. */
     pthread_mutex_t cq_mtx;
     pthread_cond_t cq_cond;
@@ -103,6 +107,7 @@ struct transport {
     struct in_conn *paused, *paused_tail; /* under cq_mtx: client connections to resume */
     pthread_t cthreads[TRANSPORT_MAX_CLIENT_THREADS];
     unsigned ncthreads;
+    struct rxpoll *rx; /* reads every accepted connection whose socket it found */
     atomic_uint_fast64_t client_paused;
     nng_aio *reap_aio; /* frees ended connections now and then */
     atomic_uint_fast64_t peer_sent, peer_send_dropped;
@@ -141,6 +146,9 @@ static int peer_start(struct transport *t, uint32_t id, struct tally_err *err)
 
 static void conn_free(struct in_conn *c)
 {
+    rxpoll_forget(c->ln->t->rx, &c->w); /* before the stream's descriptor closes */
+    if (c->rx_aio != NULL)
+        nng_aio_free(c->rx_aio);
     if (c->recv_aio != NULL)
         nng_aio_free(c->recv_aio); /* waits for its callback to return */
     if (c->send_aio != NULL)
@@ -306,14 +314,27 @@ static void conn_close_id(struct transport *t, uint32_t id)
     pthread_mutex_unlock(&t->conn_mtx);
 }
 
-/* Under c->mtx: read what comes next. */
+/* Under c->mtx: read what comes next: on an rxpoll thread once the
+ * handshake is in and the socket was found, else with NNG's callback. */
 static void conn_read_locked(struct in_conn *c)
 {
-    if (c->closing || spstream_rbuf_arm(&c->r, c->recv_aio) != 0) {
+    if (c->closing) {
         (void)conn_close_locked(c);
         return;
     }
-    c->reading = true;
+    c->reading = true; /* a read posted, or the socket watched */
+    if (c->r.got_hs && c->w.fd >= 0) {
+        if (rxpoll_arm(c->ln->t->rx, &c->w) != 0) {
+            c->reading = false;
+            (void)conn_close_locked(c);
+        }
+        return;
+    }
+    if (spstream_rbuf_arm(&c->r, c->recv_aio) != 0) {
+        c->reading = false;
+        (void)conn_close_locked(c);
+        return;
+    }
     nng_stream_recv(c->stream, c->recv_aio);
 }
 
@@ -372,16 +393,36 @@ static void conn_recv_cb(void *arg)
     conn_after_deliver(c, d);
 }
 
+static bool conn_closing(struct in_conn *c)
+{
+    pthread_mutex_lock(&c->mtx);
+    bool closing = c->closing;
+    pthread_mutex_unlock(&c->mtx);
+    return closing;
+}
+
+/* On an rxpoll thread: c's socket is readable (or hung up). Read what it
+ * holds and hand the frames on, as conn_recv_cb does for NNG's reads. */
+static void conn_rx_ready(void *ctx, bool hangup)
+{
+    struct in_conn *c = ctx;
+    struct transport *t = c->ln->t;
+    enum spstream_deliver d = SPSTREAM_REJECTED;
+    if (!conn_closing(c))
+        d = spstream_rbuf_read_now(&c->r, c->stream, c->rx_aio, hangup, c->ln->peer_proto,
+                                   t->max_frame, conn_frame, c);
+    if (c->ln->origin == TRANSPORT_FROM_PEER && t->o.peer_read_done != NULL)
+        t->o.peer_read_done(t->o.ctx);
+    conn_after_deliver(c, d);
+}
+
 /* On a client thread, with room in the queue: go on with a paused
  * connection's buffer (no read is in flight, so the buffer is ours). */
 static void conn_resume(struct in_conn *c)
 {
     struct transport *t = c->ln->t;
-    pthread_mutex_lock(&c->mtx);
-    bool closing = c->closing;
-    pthread_mutex_unlock(&c->mtx);
     enum spstream_deliver d = SPSTREAM_REJECTED;
-    if (!closing)
+    if (!conn_closing(c))
         d = spstream_rbuf_deliver(&c->r, 0, c->ln->peer_proto, t->max_frame, conn_frame, c);
     conn_after_deliver(c, d);
 }
@@ -426,13 +467,15 @@ static struct in_conn *conn_new(struct listener *ln, nng_stream *s)
         return NULL;
     c->ln = ln;
     c->stream = s;
+    c->w = (struct rxpoll_watch){.fd = rxpoll_stream_fd(s), .ready = conn_rx_ready, .ctx = c};
     if (pthread_mutex_init(&c->mtx, NULL) != 0) {
         free(c);
         return NULL;
     }
     if (spstream_rbuf_init(&c->r) != 0 || nng_aio_alloc(&c->recv_aio, conn_recv_cb, c) != 0 ||
         nng_aio_alloc(&c->send_aio, conn_send_cb, c) != 0 ||
-        nng_aio_alloc(&c->quick_aio, NULL, NULL) != 0) {
+        nng_aio_alloc(&c->quick_aio, NULL, NULL) != 0 ||
+        nng_aio_alloc(&c->rx_aio, NULL, NULL) != 0) {
         c->stream = NULL; /* the caller still owns it */
         conn_free(c);
         return NULL;
@@ -605,6 +648,8 @@ int transport_start(const struct transport_opts *o, struct transport **out, stru
         }
         t->ncthreads++;
     }
+    if ((rc = rxpoll_start(TRANSPORT_RX_THREADS, "tally-rx", &t->rx, err)) != TALLY_OK)
+        goto fail;
     if ((rc = listener_start(t, &t->peer_ln, TRANSPORT_FROM_PEER, o->peer_listen, err)) != 0 ||
         (rc = listener_start(t, &t->client_ln, TRANSPORT_FROM_CLIENT, o->client_listen, err)) != 0)
         goto fail;
@@ -644,6 +689,7 @@ void transport_stop(struct transport *t)
     pthread_mutex_lock(&t->conn_mtx);
     t->stopping = true;
     pthread_mutex_unlock(&t->conn_mtx);
+    rxpoll_stop(t->rx); /* no reader runs after this; what it watched is retired below */
     for (uint32_t slot = 0; slot < TRANSPORT_MAX_CONNS; slot++) {
         pthread_mutex_lock(&t->conn_mtx);
         struct in_conn *c = t->slots[slot];
@@ -660,6 +706,7 @@ void transport_stop(struct transport *t)
         conn_retire(c); /* a no-op if a callback did it */
     }
     conns_reap(t);
+    rxpoll_free(t->rx);
     pthread_mutex_destroy(&t->conn_mtx);
     if (t->reap_aio != NULL)
         nng_aio_free(t->reap_aio);

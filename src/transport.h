@@ -19,10 +19,15 @@
  * back to that id (transport_send_client), up to 4 MiB queued per client (a
  * client that does not read loses replies, not our memory).
  *
- * Receiving: each connection has one read in flight. When it completes, on
- * one of NNG's task threads, every whole frame in the buffer is handed on and
- * then the next read is posted, so messages from one connection keep their
- * order and different connections are read in parallel. A peer's message
+ * Receiving: each connection has one read in flight. Once the other side's
+ * handshake is in, the read is done by one of four threads of our own that
+ * wait for the connection's socket (src/rxpoll.h: one thread wake-up per
+ * received batch instead of NNG's two, its poller's and a task thread's);
+ * before that, or when the socket cannot be found, NNG reads and completes on
+ * one of its task threads. Either way every whole frame in the buffer is
+ * handed on and then the next read is posted, so messages from one
+ * connection keep their order and different connections are read in
+ * parallel. A peer's message
  * goes to on_recv right there (it verifies and queues for the core), and once
  * the read's frames are all handed on, peer_read_done is called on the same
  * thread (with no transport lock held: the replica takes a step there): no
@@ -54,14 +59,14 @@
 
 enum transport_origin { TRANSPORT_FROM_PEER, TRANSPORT_FROM_CLIENT };
 
-/* Called on an NNG task thread (peers) or a client thread for every received
+/* Called on the reading thread (peers) or a client thread for every received
  * message. Ownership of msg
  * moves to the callee (nng_msg_free it). pipe identifies the connection (the
  * client's, for replies). Must not wait for other threads. Returns false to
  * have the connection closed. */
 typedef bool (*transport_recv_fn)(void *ctx, enum transport_origin origin, uint32_t pipe,
                                   nng_msg *msg);
-/* Called on the NNG task thread of a peer connection's completed read, after
+/* Called on the thread of a peer connection's completed read, after
  * its frames went to on_recv and before the next read is posted. */
 typedef void (*transport_read_done_fn)(void *ctx);
 

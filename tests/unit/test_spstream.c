@@ -1,7 +1,7 @@
 /* SP over NNG streams (src/spstream.c): the send queue's caps, the requeue
  * of a failed write's unsent frames, a receive buffer that pauses when its
- * frames cannot be taken (the client queue's backpressure), and a link that
- * writes through a full socket. */
+ * frames cannot be taken (the client queue's backpressure), a link that
+ * writes through a full socket, and one that reads on an rxpoll pool. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
+#include <pthread.h>
 #include <stdio.h>
 
 #include "src/mono.h"
@@ -167,6 +168,20 @@ static enum spstream_take take_big(void *ctx, const uint8_t *body, size_t len)
     return SPSTREAM_TAKEN;
 }
 
+/* Listen on a free port of 127.0.0.1 (its URL into url) with an accept
+ * posted on *aio, which times out after 10 s (fail, not hang). */
+static void listen_and_accept(nng_stream_listener **ln, nng_aio **aio, char *url, size_t cap)
+{
+    int port = 0;
+    assert_int_equal(nng_stream_listener_alloc(ln, "tcp://127.0.0.1:0"), 0);
+    assert_int_equal(nng_stream_listener_listen(*ln), 0);
+    assert_int_equal(nng_stream_listener_get_int(*ln, NNG_OPT_TCP_BOUND_PORT, &port), 0);
+    assert_int_equal(nng_aio_alloc(aio, NULL, NULL), 0);
+    nng_aio_set_timeout(*aio, 10000); /* every wait on it: fail, not hang */
+    nng_stream_listener_accept(*ln, *aio);
+    snprintf(url, cap, "tcp://127.0.0.1:%d", port);
+}
+
 /* The other side reads nothing until every frame is queued, so the link's
  * socket fills and its writes go on from send_aio's callback (the
  * SPSTREAM_WRITE_PENDING path of spstream_sendq_start), not at once: every
@@ -176,16 +191,9 @@ static void test_link_through_full_socket(void **state)
     (void)state;
     nng_stream_listener *ln = NULL;
     nng_aio *aio = NULL;
-    int port = 0;
-    assert_int_equal(nng_stream_listener_alloc(&ln, "tcp://127.0.0.1:0"), 0);
-    assert_int_equal(nng_stream_listener_listen(ln), 0);
-    assert_int_equal(nng_stream_listener_get_int(ln, NNG_OPT_TCP_BOUND_PORT, &port), 0);
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 10000); /* every wait below: fail, not hang */
-    nng_stream_listener_accept(ln, aio);
-
     char url[64];
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
+    listen_and_accept(&ln, &aio, url, sizeof(url));
+
     struct spstream_link_opts o = {
         .url = url, .self = SPFRAME_PUSH0, .peer = SPFRAME_PULL0, .max_body = 1024};
     struct spstream_link *l = NULL;
@@ -241,6 +249,110 @@ static void test_link_through_full_socket(void **state)
     nng_stream_listener_free(ln);
 }
 
+/* Frames a link delivered, from the thread that read them. */
+struct got_frames {
+    pthread_mutex_t mtx;
+    uint32_t next;
+    bool bad;
+};
+
+static enum spstream_take take_counted(void *ctx, const uint8_t *body, size_t len)
+{
+    struct got_frames *g = ctx;
+    uint32_t idx = 0;
+    pthread_mutex_lock(&g->mtx);
+    if (len != 3000)
+        g->bad = true;
+    else
+        memcpy(&idx, body, sizeof(idx));
+    if (idx != g->next || body[len - 1] != (uint8_t)idx)
+        g->bad = true;
+    g->next++;
+    pthread_mutex_unlock(&g->mtx);
+    return SPSTREAM_TAKEN;
+}
+
+static void send_bytes(nng_stream *s, nng_aio *aio, const uint8_t *buf, size_t len)
+{
+    nng_iov iov = {.iov_buf = (void *)buf, .iov_len = len};
+    assert_int_equal(nng_aio_set_iov(aio, 1, &iov), 0);
+    nng_stream_send(s, aio);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    assert_int_equal(nng_aio_count(aio), len);
+}
+
+/* A pair1 link that reads on an rxpoll pool: frames arrive whole and in
+ * order once the handshake is in (read by NNG), and the link stops while
+ * its socket is watched. */
+static void test_link_reads_on_pool(void **state)
+{
+    (void)state;
+    nng_stream_listener *ln = NULL;
+    nng_aio *aio = NULL;
+    char url[64];
+    listen_and_accept(&ln, &aio, url, sizeof(url));
+
+    struct rxpoll *rx = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(rxpoll_start(1, "test-rx", &rx, &err), 0);
+    struct got_frames g = {.next = 0};
+    pthread_mutex_init(&g.mtx, NULL);
+    struct spstream_link_opts o = {.url = url,
+                                   .self = SPFRAME_PAIR1,
+                                   .peer = SPFRAME_PAIR1,
+                                   .on_frame = take_counted,
+                                   .max_body = 4096,
+                                   .ctx = &g,
+                                   .rx = rx};
+    struct spstream_link *l = NULL;
+    assert_int_equal(spstream_link_start(&o, &l, &err), 0);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    nng_stream *s = nng_aio_get_output(aio, 0);
+
+    uint8_t hs[SPFRAME_HANDSHAKE];
+    spframe_handshake(hs, SPFRAME_PAIR1);
+    send_bytes(s, aio, hs, sizeof(hs));
+    uint64_t deadline = mono_now_us() + 10000000;
+    while (!spstream_link_connected(l) && mono_now_us() < deadline)
+        nng_msleep(1);
+    assert_true(spstream_link_connected(l));
+
+    /* 100 frames of 3,000 bytes, several per write, some cut across writes. */
+    static uint8_t wire[100 * (SPFRAME_MAX_HEADER + 3000)];
+    size_t len = 0;
+    for (uint32_t i = 0; i < 100; i++) {
+        uint8_t body[3000] = {0};
+        memcpy(body, &i, sizeof(i));
+        body[sizeof(body) - 1] = (uint8_t)i;
+        len += spframe_header(wire + len, sizeof(body), true);
+        memcpy(wire + len, body, sizeof(body));
+        len += sizeof(body);
+    }
+    for (size_t off = 0; off < len; off += 7001)
+        send_bytes(s, aio, wire + off, len - off < 7001 ? len - off : 7001);
+    deadline = mono_now_us() + 10000000;
+    for (;;) {
+        pthread_mutex_lock(&g.mtx);
+        bool done = g.next >= 100 || g.bad;
+        pthread_mutex_unlock(&g.mtx);
+        if (done || mono_now_us() > deadline)
+            break;
+        nng_msleep(1);
+    }
+    assert_false(g.bad);
+    assert_int_equal(g.next, 100);
+
+    spstream_link_stop(l); /* its socket is watched now: the stop must end that read */
+    rxpoll_stop(rx);
+    rxpoll_free(rx);
+    pthread_mutex_destroy(&g.mtx);
+    nng_stream_free(s);
+    nng_aio_free(aio);
+    nng_stream_listener_free(ln);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_requeue_unsent),
         cmocka_unit_test(test_rbuf_pause_and_resume),
         cmocka_unit_test(test_link_through_full_socket),
+        cmocka_unit_test(test_link_reads_on_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

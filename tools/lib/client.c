@@ -28,6 +28,7 @@ struct client {
     const struct tally_config *cfg;
     uint32_t n;
     struct spstream_link *links[CONFIG_MAX_REPLICAS];
+    struct rxpoll *rx; /* reads the replies (src/rxpoll.h) */
     size_t max_body;
     uint64_t next_request_id;
     struct msg_buf buf;
@@ -37,7 +38,7 @@ struct client {
     struct inbox inbox[CONFIG_MAX_REPLICAS];
 };
 
-/* A frame from a replica (on an NNG thread): into its inbox, or dropped
+/* A frame from a replica (on a reading thread): into its inbox, or dropped
  * when the inbox is full (the client re-sends what stays unanswered). */
 static enum spstream_take on_frame(void *ctx, const uint8_t *body, size_t len)
 {
@@ -81,6 +82,9 @@ int client_open(const struct tally_config *cfg, struct client **out, struct tall
         return tally_errf(err, TALLY_EIO, "no condition variable");
     }
     c->sync_ok = true;
+    /* One thread reads every replica's replies: taking a frame is a copy. */
+    if ((rc = rxpoll_start(1, "tally-rx", &c->rx, err)) != 0)
+        goto fail;
     for (uint32_t i = 0; i < c->n; i++) {
         c->inbox[i].c = c;
         struct spstream_link_opts lo = {.url = cfg->replicas[i].client_address,
@@ -88,7 +92,8 @@ int client_open(const struct tally_config *cfg, struct client **out, struct tall
                                         .peer = SPFRAME_PAIR1,
                                         .on_frame = on_frame,
                                         .max_body = (size_t)cfg->max_message_bytes,
-                                        .ctx = &c->inbox[i]};
+                                        .ctx = &c->inbox[i],
+                                        .rx = c->rx};
         if ((rc = spstream_link_start(&lo, &c->links[i], err)) != 0) {
             tally_err_wrap(err, "replica %u: ", i);
             goto fail;
@@ -107,6 +112,8 @@ void client_close(struct client *c)
         return;
     for (uint32_t i = 0; i < c->n; i++)
         spstream_link_stop(c->links[i]); /* no callback runs after this */
+    rxpoll_stop(c->rx);
+    rxpoll_free(c->rx);
     for (uint32_t i = 0; i < c->n; i++)
         for (size_t k = 0; k < c->inbox[i].count; k++)
             nng_msg_free(c->inbox[i].msgs[(c->inbox[i].head + k) % CLIENT_INBOX_MSGS]);
