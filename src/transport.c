@@ -28,7 +28,8 @@
 #define TRANSPORT_ACCEPT_RETRY_MS 10   /* after a failed accept (out of descriptors) */
 #define TRANSPORT_REFUSAL_LOG_MS 10000 /* at most one refusal warning per listener */
 #define TRANSPORT_DEFAULT_MAX_MSG (64u * 1024u * 1024u)
-#define TRANSPORT_RX_THREADS 4 /* read accepted connections (src/rxpoll.h) */
+#define TRANSPORT_RX_THREADS 4    /* read accepted connections (src/rxpoll.h) */
+#define TRANSPORT_FD_UNKNOWN (-2) /* in_conn.w.fd before the lookup */
 
 struct transport;
 
@@ -57,6 +58,7 @@ struct in_conn {
     pthread_mutex_t mtx;
     /* Under mtx: */
     bool reading, closing; /* reading: a read in flight, or the connection is paused */
+    bool retire_claimed;   /* a thread is retiring it (conn_close_claim_locked) */
     struct spstream_sendq q;
     /* Under the transport's conn_mtx: */
     bool dead;
@@ -210,14 +212,28 @@ static void conn_retire(struct in_conn *c)
 }
 
 /* Under c->mtx: close the stream (what is in flight completes with an
- * error). Returns whether c is now idle, to be retired once unlocked. */
-static bool conn_close_locked(struct in_conn *c)
+ * error). */
+static void conn_close_locked(struct in_conn *c)
 {
     if (!c->closing) {
         c->closing = true;
         nng_stream_close(c->stream);
     }
-    return !c->reading && !c->q.sending;
+}
+
+/* Under c->mtx: close, and whether the caller is the one to retire c once
+ * unlocked: c is idle (nothing read or written any more) and nobody else
+ * claimed it. Exactly one caller gets true, so two threads that both see c
+ * idle (a client thread closing it, and the reading thread ending on its
+ * hang-up) cannot both retire it: the second would touch it after the
+ * reaper freed it. */
+static bool conn_close_claim_locked(struct in_conn *c)
+{
+    conn_close_locked(c);
+    if (c->reading || c->q.sending || c->retire_claimed)
+        return false;
+    c->retire_claimed = true;
+    return true;
 }
 
 /* Under c->mtx: write what is queued. Writes the socket takes at once
@@ -228,7 +244,7 @@ static void conn_send_due(struct in_conn *c)
     while (!c->closing && !c->q.sending && spstream_sendq_has_work(&c->q)) {
         enum spstream_write w = spstream_sendq_start(&c->q, c->stream, c->quick_aio, c->send_aio);
         if (w == SPSTREAM_WRITE_FAILED)
-            (void)conn_close_locked(c);
+            conn_close_locked(c);
         if (w != SPSTREAM_WRITE_DONE)
             return;
     }
@@ -242,10 +258,10 @@ static void conn_send_cb(void *arg)
     int rv = nng_aio_result(c->send_aio);
     spstream_sendq_wrote(&c->q, rv == 0 ? nng_aio_count(c->send_aio) : 0);
     if (rv != 0)
-        (void)conn_close_locked(c);
+        conn_close_locked(c);
     conn_send_due(c); /* (nothing once closing) */
     if (c->closing)
-        retire = conn_close_locked(c); /* true once no read is posted either */
+        retire = conn_close_claim_locked(c); /* once no read is posted either */
     pthread_mutex_unlock(&c->mtx);
     if (retire)
         conn_retire(c);
@@ -306,7 +322,7 @@ static void conn_close_id(struct transport *t, uint32_t id)
     struct in_conn *c = t->slots[id % TRANSPORT_MAX_CONNS];
     if (c != NULL && c->id == id) {
         pthread_mutex_lock(&c->mtx);
-        bool idle = conn_close_locked(c);
+        bool idle = conn_close_claim_locked(c);
         pthread_mutex_unlock(&c->mtx);
         if (idle) /* else its last callback retires it */
             conn_retire_locked(t, c);
@@ -319,20 +335,22 @@ static void conn_close_id(struct transport *t, uint32_t id)
 static void conn_read_locked(struct in_conn *c)
 {
     if (c->closing) {
-        (void)conn_close_locked(c);
+        conn_close_locked(c);
         return;
     }
     c->reading = true; /* a read posted, or the socket watched */
+    if (c->r.got_hs && c->w.fd == TRANSPORT_FD_UNKNOWN)
+        c->w.fd = rxpoll_stream_fd(c->stream); /* -1: NNG goes on reading it */
     if (c->r.got_hs && c->w.fd >= 0) {
         if (rxpoll_arm(c->ln->t->rx, &c->w) != 0) {
             c->reading = false;
-            (void)conn_close_locked(c);
+            conn_close_locked(c);
         }
         return;
     }
     if (spstream_rbuf_arm(&c->r, c->recv_aio) != 0) {
         c->reading = false;
-        (void)conn_close_locked(c);
+        conn_close_locked(c);
         return;
     }
     nng_stream_recv(c->stream, c->recv_aio);
@@ -374,7 +392,7 @@ static void conn_after_deliver(struct in_conn *c, enum spstream_deliver d)
     if (d == SPSTREAM_OK && !c->closing)
         conn_read_locked(c);
     if (d != SPSTREAM_OK || c->closing)
-        retire = conn_close_locked(c);
+        retire = conn_close_claim_locked(c);
     pthread_mutex_unlock(&c->mtx);
     if (retire)
         conn_retire(c);
@@ -467,7 +485,9 @@ static struct in_conn *conn_new(struct listener *ln, nng_stream *s)
         return NULL;
     c->ln = ln;
     c->stream = s;
-    c->w = (struct rxpoll_watch){.fd = rxpoll_stream_fd(s), .ready = conn_rx_ready, .ctx = c};
+    /* The socket is looked up once the handshake is in (conn_read_locked):
+     * not for every connection a flood opens. */
+    c->w = (struct rxpoll_watch){.fd = TRANSPORT_FD_UNKNOWN, .ready = conn_rx_ready, .ctx = c};
     if (pthread_mutex_init(&c->mtx, NULL) != 0) {
         free(c);
         return NULL;
@@ -544,10 +564,10 @@ static void accept_cb(void *arg)
         if (spstream_sendq_push(&c->q, hs, sizeof(hs), NULL, 0)) {
             conn_send_due(c);
         } else {
-            (void)conn_close_locked(c);
+            conn_close_locked(c);
         }
         conn_read_locked(c);
-        bool retire = c->closing && conn_close_locked(c);
+        bool retire = c->closing && conn_close_claim_locked(c);
         pthread_mutex_unlock(&c->mtx);
         if (retire)
             conn_retire(c);
@@ -697,7 +717,7 @@ void transport_stop(struct transport *t)
         if (c == NULL)
             continue;
         pthread_mutex_lock(&c->mtx);
-        (void)conn_close_locked(c);
+        conn_close_locked(c);
         pthread_mutex_unlock(&c->mtx);
         /* Wait out both callbacks; whichever ends last retires c. */
         nng_aio_stop(c->recv_aio);

@@ -43,7 +43,14 @@ e2e_cleanup() {
     if [ $rc -ne 0 ]; then
         echo "e2e: FAILED (rc $rc) after $(($(date +%s) - E2E_START)) s; replica logs:"
         for l in "$E2E_TMP"/*/replica-*.log "$E2E_TMP"/*.log; do
-            [ -f "$l" ] && { echo "--- $l"; tail -n 15 "$l"; }
+            [ -f "$l" ] || continue
+            echo "--- $l"
+            # A sanitizer's report whole (its legend would push it out of the tail).
+            if grep -q -e "ERROR: AddressSanitizer" -e "runtime error:" -e "ERROR: LeakSanitizer" "$l"; then
+                grep -m1 -A 60 -e "ERROR: AddressSanitizer" -e "runtime error:" -e "ERROR: LeakSanitizer" "$l"
+            else
+                tail -n 15 "$l"
+            fi
         done
     fi
     rm -rf "$E2E_TMP"
