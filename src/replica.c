@@ -24,10 +24,12 @@
 #define LOOP_STEP_MAX 512        /* events handled in one step (one synced write) */
 #define LOOP_TICK_MS 1           /* pbft_on_tick period while events come in ... */
 #define LOOP_IDLE_TICK_MS 20     /* ... and once none came for this long */
+#define LOOP_BACKUP_TICK_MS 5    /* a backup's period while events come in */
 #define PENDING_SLOTS (1u << 17) /* client requests awaiting execution */
 #define PENDING_PROBE 32
 #define PENDING_TTL_MS 60000
 #define RECENT_BLOCKS 4096 /* block hashes kept for replies from the ledger */
+#define SETTLED_SLOTS 256  /* seqs whose prepared view the verifier can see (replica_settled) */
 
 /* A client request this replica saw and has not executed yet: where to reply. */
 struct pending_slot {
@@ -79,6 +81,16 @@ struct replica {
     bool started;          /* reading threads may step (the loop thread is up) */
     bool loop_waiting;     /* the loop thread waits for a step to end */
     uint64_t next_tick_ms; /* when pbft_on_tick is due */
+    bool backup;           /* not the primary of the view, as of the last step */
+
+    /* What the verifier may drop unverified (replica_settled), under
+     * settled_mtx: the highest seq executed, and per seq (mod the ring) the
+     * view in which we became prepared (sent our COMMIT). */
+    pthread_mutex_t settled_mtx;
+    uint64_t settled_executed;
+    struct {
+        uint64_t seq, view;
+    } settled_prepared[SETTLED_SLOTS];
     pthread_t loop;
     bool loop_started;
 
@@ -379,6 +391,46 @@ static int stage_u64(struct replica *r, const char *name, uint64_t v, struct tal
 
 static int block_hash_at(struct replica *r, uint64_t height, tc_hash *out);
 
+/* ---- what the verifier may drop unverified --------------------------------- */
+
+/* We became prepared for seq in view (we are sending our COMMIT): further
+ * PREPAREs for it in that view change nothing. (Only our own step calls
+ * this, before the COMMIT's synced write: if that fails, the replica stops.) */
+static void settled_prepared(struct replica *r, uint64_t view, uint64_t seq)
+{
+    pthread_mutex_lock(&r->settled_mtx);
+    r->settled_prepared[seq % SETTLED_SLOTS].seq = seq;
+    r->settled_prepared[seq % SETTLED_SLOTS].view = view;
+    pthread_mutex_unlock(&r->settled_mtx);
+}
+
+/* Blocks up to height are in the ledger: COMMITs for them change nothing. */
+static void settled_executed(struct replica *r, uint64_t height)
+{
+    pthread_mutex_lock(&r->settled_mtx);
+    if (height > r->settled_executed)
+        r->settled_executed = height;
+    pthread_mutex_unlock(&r->settled_mtx);
+}
+
+/* verifier_opts.settled, on a reading thread. A COMMIT at or below the
+ * executed height is settled (whatever its view); a PREPARE only once we are
+ * prepared for its seq in its view: after a view change the new view's
+ * PREPAREs of an executed seq still make us send the COMMITs that a replica
+ * which has not executed it needs. */
+static bool replica_settled(void *ctx, const struct msg *m)
+{
+    struct replica *r = ctx;
+    uint64_t view = m->u.phase.view, seq = m->u.phase.seq;
+    pthread_mutex_lock(&r->settled_mtx);
+    bool settled = m->type == MSG_COMMIT
+                       ? seq <= r->settled_executed
+                       : r->settled_prepared[seq % SETTLED_SLOTS].seq == seq &&
+                             r->settled_prepared[seq % SETTLED_SLOTS].view == view && seq != 0;
+    pthread_mutex_unlock(&r->settled_mtx);
+    return settled;
+}
+
 static int io_persist(void *ctx, const struct pbft_persist *rec)
 {
     struct replica *r = ctx;
@@ -431,6 +483,8 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
                     at += TC_SIG_BYTES;
                 }
         }
+        if (rec->kind == PBFT_PERSIST_COMMIT)
+            settled_prepared(r, rec->view, rec->seq);
         seq_key(key, prefix, rec->seq);
         rc = ledger_stage_meta_put(r->ledger, key, sizeof(key), r->meta_buf, len, &err);
         if (rc == 0 && rec->seq > r->persisted_hi) {
@@ -639,6 +693,7 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
     out->block_hash = res.block_hash;
     out->state_digest = res.state_digest;
     remember_block(r, res.height, &res.block_hash);
+    settled_executed(r, res.height);
     atomic_fetch_add(&r->blocks_executed, 1);
     atomic_fetch_add(&r->txs_executed, n);
     LOG_DEBUG("L0503", "v%llu s%llu executed %u txs", (unsigned long long)view,
@@ -798,6 +853,7 @@ static int io_state_install(void *ctx, const uint8_t *bytes, size_t len,
             return rc;
         }
         remember_block(r, res.height, &res.block_hash);
+        settled_executed(r, res.height);
         atomic_fetch_add(&r->blocks_executed, 1);
         atomic_fetch_add(&r->txs_executed, b.h.tx_count);
         atomic_fetch_add(&r->blocks_transferred, 1);
@@ -965,7 +1021,7 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
     json_t *o = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o,"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
-        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:s}}",
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:s}}",
         "id", (json_int_t)r->id, "view", (json_int_t)st.view, "primary", (json_int_t)st.primary,
         "last_executed", (json_int_t)st.last_executed, "last_stable_checkpoint",
         (json_int_t)st.last_stable_checkpoint, "low_watermark", (json_int_t)st.low_watermark,
@@ -985,9 +1041,10 @@ static void handle_status(struct replica *r, const struct verifier_event *ev)
         (json_int_t)atomic_load(&r->txs_executed), "replies_sent",
         (json_int_t)atomic_load(&r->replies_sent), "replies_from_ledger",
         (json_int_t)atomic_load(&r->replies_from_ledger), "tx_verified", (json_int_t)vs.tx_verified,
-        "tx_cache_hits", (json_int_t)vs.tx_cache_hits, "peer_received",
-        (json_int_t)ts.peer_received, "client_received", (json_int_t)ts.client_received, "ledger",
-        "height", (json_int_t)ledger_height(r->ledger), "head_hash", head_hex);
+        "tx_cache_hits", (json_int_t)vs.tx_cache_hits, "settled_unverified",
+        (json_int_t)vs.settled_unverified, "peer_received", (json_int_t)ts.peer_received,
+        "client_received", (json_int_t)ts.client_received, "ledger", "height",
+        (json_int_t)ledger_height(r->ledger), "head_hash", head_hex);
     if (o != NULL)
         json_object_set_new(
             o, "checkpoints",
@@ -1053,7 +1110,12 @@ static bool loop_only(const struct verifier_event *ev)
  * loop thread's wake-up was one of the three thread hand-offs each protocol
  * message cost between the socket and the core (BENCHMARKS.md, "Eighth
  * pass"). Everything else wakes the loop thread: client messages come from
- * the client threads, which have verifying to do, and loop_only ones. */
+ * the client threads, which have verifying to do, and loop_only ones;
+ * except a REQUEST at a backup while traffic flows, which the primary
+ * orders: it goes with the next step, a peer message's or the tick's, at
+ * most LOOP_BACKUP_TICK_MS later (a wake-up fewer per request; a backup's
+ * answer from the ledger to a retried tx, or its rejection of a bad
+ * signature, may come that much later). */
 static int deliver_event(void *ctx, struct verifier_event *ev)
 {
     struct replica *r = ctx;
@@ -1073,7 +1135,9 @@ static int deliver_event(void *ctx, struct verifier_event *ev)
         r->q_head = ev;
     r->q_tail = ev;
     r->q_len++;
-    if (!r->stepping && !(normal_case && r->started))
+    bool backup_request = ev->kind == VERIFIER_EV_REQUEST && r->backup &&
+                          r->next_tick_ms <= mono_now_ms() + LOOP_BACKUP_TICK_MS;
+    if (!r->stepping && !(normal_case && r->started) && !backup_request)
         pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
     return 0;
@@ -1164,12 +1228,16 @@ static void take_steps(struct replica *r, bool loop_thread)
             verifier_event_free(batch);
             batch = next;
         }
-        /* The core's timers (batch timeout, retransmission, view change)
-         * need a 1 ms tick only while there is traffic; an idle replica
-         * wakes 50 times a second instead of 1,000 (each wake-up costs
-         * ~15 us of CPU on this kind of VM). An event pulls the tick in. */
-        uint64_t period =
-            now - r->last_event_ms < LOOP_IDLE_TICK_MS ? LOOP_TICK_MS : LOOP_IDLE_TICK_MS;
+        /* The core's timers need a 1 ms tick only on the primary (its batch
+         * timeout) and only while there is traffic. A backup's are coarser
+         * (at the defaults: retransmission every 250 ms, view-change and
+         * state-transfer timeouts of seconds), and an idle replica wakes 50
+         * times a second instead of 1,000 (each wake-up costs ~15 us of CPU
+         * on this kind of VM). An event pulls the tick in. */
+        bool backup = pbft_primary_of(r->core, pbft_view(r->core)) != r->id;
+        uint64_t period = now - r->last_event_ms >= LOOP_IDLE_TICK_MS ? LOOP_IDLE_TICK_MS
+                          : backup                                    ? LOOP_BACKUP_TICK_MS
+                                                                      : LOOP_TICK_MS;
         bool pulled_in = false;
         if (tick) {
             if (!atomic_load(&r->failed))
@@ -1183,6 +1251,7 @@ static void take_steps(struct replica *r, bool loop_thread)
 
         pthread_mutex_lock(&r->lock);
         r->next_tick_ms = next_tick;
+        r->backup = backup;
         if (pulled_in)
             pthread_cond_signal(&r->cond); /* it sleeps until the old tick */
     }
@@ -1441,6 +1510,7 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         r->fault = NULL;
 #endif
     pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->settled_mtx, NULL);
     mono_cond_init(&r->cond); /* a wall-clock step never stalls ticks */
     pthread_cond_init(&r->idle, NULL);
     r->next_tick_ms = r->last_event_ms = mono_now_ms();
@@ -1491,6 +1561,7 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
                          .state_read = io_state_read,
                          .state_install = io_state_install};
     uint64_t height = ledger_height(r->ledger);
+    settled_executed(r, height);
     r->core = pbft_create(&pc, &io, height);
     if (r->core == NULL) {
         rc = tally_errf(err, TALLY_ECONFIG, "the protocol core rejected the configuration");
@@ -1502,7 +1573,8 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
                                .max_message_bytes = cfg->max_message_bytes,
                                .deliver = deliver_event,
                                .ctx = r,
-                               .chain_id = r->chain_id};
+                               .chain_id = r->chain_id,
+                               .settled = replica_settled};
     for (uint32_t i = 0; i < cfg->n; i++)
         vo.replica_keys[i] = cfg->replicas[i].pk;
     if ((rc = verifier_start(&vo, &r->verifier, err)) != 0)
@@ -1596,6 +1668,7 @@ void replica_stop(struct replica *r)
     free(r->found);
     free(r->found_entries);
     pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->settled_mtx);
     pthread_cond_destroy(&r->cond);
     pthread_cond_destroy(&r->idle);
     pthread_mutex_destroy(&r->fail_lock);

@@ -8,7 +8,9 @@
  * A step takes what is queued (and the core's tick when due). A verified
  * peer message is stepped on the thread that read it when no other thread
  * is stepping (one step, then it goes back to reading); everything else
- * (client messages, ticks, what is left over) is stepped by the loop thread.
+ * (client messages, ticks, what is left over) is stepped by the loop thread,
+ * except that a backup's client REQUESTs wait (at most 5 ms) for the next
+ * step, whichever thread takes it.
  * During a step the core's promises (io->persist) are staged in the ledger's
  * protocol key space and its sends are buffered; at the end of the step the
  * staged promises are written with ONE synced RocksDB write (or ride along in

@@ -56,6 +56,11 @@ struct verifier {
 
     atomic_uint_fast64_t bad_signature, unknown_sender, malformed, oversized, queue_full;
     atomic_uint_fast64_t tx_verified, tx_cache_hits, tx_bad_signature;
+    atomic_uint_fast64_t settled_unverified;
+    /* Per peer connection (by pipe mod VERIFIER_PROVEN_SLOTS): pipe << 8 |
+     * sender of the last message whose signature verified on it, + 1 (0:
+     * none). Only a sender proven on its connection skips a signature. */
+    atomic_uint_fast64_t proven[VERIFIER_PROVEN_SLOTS];
 };
 
 void verifier_event_free(struct verifier_event *ev)
@@ -251,12 +256,21 @@ enum verifier_verdict verifier_process(struct verifier *v, enum transport_origin
             LOG_DEBUG("L0402", "dropped a message from unknown sender %u", ev->m.sender);
             goto drop;
         }
+        uint64_t proof = ((uint64_t)pipe << 8 | ev->m.sender) + 1;
+        atomic_uint_fast64_t *proven = &v->proven[pipe % VERIFIER_PROVEN_SLOTS];
+        if ((ev->m.type == MSG_PREPARE || ev->m.type == MSG_COMMIT) && v->o.settled != NULL &&
+            atomic_load(proven) == proof && v->o.settled(v->o.ctx, &ev->m)) {
+            atomic_fetch_add(&v->settled_unverified, 1);
+            verdict = VERIFIER_KEEP;
+            goto drop;
+        }
         if (msg_verify(&ev->m, &v->o.replica_keys[ev->m.sender]) != 0) {
             atomic_fetch_add(&v->bad_signature, 1);
             LOG_DEBUG("L0403", "dropped a message with a bad signature from replica %u",
                       ev->m.sender);
             goto drop;
         }
+        atomic_store(proven, proof);
         if (ev->m.type == MSG_PRE_PREPARE)
             verify_batch(v, &ev->m.u.pre_prepare.batch, NULL, NULL);
         if (ev->m.type == MSG_CHECKPOINT) {
@@ -360,6 +374,7 @@ void verifier_get_stats(const struct verifier *v, struct verifier_stats *out)
     out->tx_verified = atomic_load(&m->tx_verified);
     out->tx_cache_hits = atomic_load(&m->tx_cache_hits);
     out->tx_bad_signature = atomic_load(&m->tx_bad_signature);
+    out->settled_unverified = atomic_load(&m->settled_unverified);
 }
 
 void verifier_count_queue_full(struct verifier *v)

@@ -1,4 +1,5 @@
-/* Verifier: the transaction verdict cache (verifier_tx_sig_ok). */
+/* Verifier: the transaction verdict cache (verifier_tx_sig_ok), and settled
+ * PREPAREs and COMMITs dropped before their signatures are checked. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -149,12 +150,100 @@ static void test_two_threads_share_the_work(void **state)
     assert_int_equal(st.tx_verified + st.tx_cache_hits, 2 * NTX);
 }
 
+/* ---- settled PREPAREs and COMMITs are dropped unverified ---------------- */
+
+struct settled_fixture {
+    uint64_t settled_below; /* seqs under this are settled */
+    unsigned delivered;
+};
+
+static bool settled_below(void *ctx, const struct msg *m)
+{
+    const struct settled_fixture *s = ctx;
+    return m->u.phase.seq < s->settled_below;
+}
+
+static int count_event(void *ctx, struct verifier_event *ev)
+{
+    struct settled_fixture *s = ctx;
+    s->delivered++;
+    verifier_event_free(ev);
+    return 0;
+}
+
+/* A PREPARE or COMMIT from replica 1 in view 0, signed by key (1's own, or
+ * another). */
+static nng_msg *phase_msg(enum msg_type type, uint64_t seq, const tc_keypair *key)
+{
+    struct msg_buf b;
+    msg_buf_init(&b);
+    struct msg_signer signer = msg_signer_keypair(key);
+    tc_hash digest = {{7}};
+    nng_msg *m = NULL;
+    if (msg_encode_phase(&b, type, 1, 0, seq, &digest, &signer) == 0 &&
+        nng_msg_alloc(&m, b.len) == 0)
+        memcpy(nng_msg_body(m), b.data, b.len);
+    msg_buf_free(&b);
+    return m;
+}
+
+static void test_settled_messages_skip_the_signature(void **state)
+{
+    (void)state;
+    assert_int_equal(tc_init(), TALLY_OK);
+    struct settled_fixture sf = {.settled_below = 10};
+    struct verifier_opts o = {.n = 4,
+                              .max_message_bytes = 1 << 20,
+                              .deliver = count_event,
+                              .ctx = &sf,
+                              .settled = settled_below};
+    tc_keypair keys[4], stranger;
+    for (uint32_t i = 0; i < 4; i++) {
+        lf_keypair(100 + i, &keys[i]);
+        o.replica_keys[i] = keys[i].pk;
+    }
+    lf_keypair(99, &stranger);
+    struct verifier *v = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(verifier_start(&o, &v, &err), TALLY_OK);
+
+    /* Unsettled: verified and delivered, or (forged) refused. */
+    assert_int_equal(
+        verifier_process(v, TRANSPORT_FROM_PEER, 1, phase_msg(MSG_PREPARE, 10, &keys[1])),
+        VERIFIER_KEEP);
+    assert_int_equal(
+        verifier_process(v, TRANSPORT_FROM_PEER, 1, phase_msg(MSG_COMMIT, 11, &stranger)),
+        VERIFIER_CLOSE);
+    /* Settled, on a connection where replica 1 proved itself: dropped before
+     * the signature is looked at, forged or not. */
+    assert_int_equal(
+        verifier_process(v, TRANSPORT_FROM_PEER, 1, phase_msg(MSG_PREPARE, 9, &keys[1])),
+        VERIFIER_KEEP);
+    assert_int_equal(
+        verifier_process(v, TRANSPORT_FROM_PEER, 1, phase_msg(MSG_COMMIT, 3, &stranger)),
+        VERIFIER_KEEP);
+    /* Settled, on a connection where nobody proved anything: checked. */
+    assert_int_equal(
+        verifier_process(v, TRANSPORT_FROM_PEER, 2, phase_msg(MSG_COMMIT, 3, &stranger)),
+        VERIFIER_CLOSE);
+    assert_int_equal(
+        verifier_process(v, TRANSPORT_FROM_PEER, 2, phase_msg(MSG_COMMIT, 4, &keys[1])),
+        VERIFIER_KEEP);
+    struct verifier_stats st;
+    verifier_get_stats(v, &st);
+    assert_int_equal(sf.delivered, 2);
+    assert_int_equal(st.bad_signature, 2);
+    assert_int_equal(st.settled_unverified, 2);
+    verifier_stop(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_verdicts_are_remembered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_threads_share_the_work, setup, teardown),
         cmocka_unit_test_setup_teardown(test_colliding_verdicts_are_kept, setup, teardown),
+        cmocka_unit_test(test_settled_messages_skip_the_signature),
     };
     return cmocka_run_group_tests_name("verifier", tests, NULL, NULL);
 }
