@@ -1125,7 +1125,8 @@ static int deliver_event(void *ctx, struct verifier_event *ev)
         return -1;
     }
     bool only_loop = loop_only(ev);
-    bool normal_case = ev->kind == VERIFIER_EV_PEER && !only_loop;
+    /* Stepped by the thread that read it, once its read's frames are in. */
+    bool normal_case = (ev->kind == VERIFIER_EV_PEER && !only_loop) || ev->read_here;
     if (only_loop)
         r->q_loop_only++;
     ev->next = NULL;

@@ -18,10 +18,11 @@
 #include "src/spframe.h"
 #include "src/spstream.h"
 
-#define TRANSPORT_MAX_CONNS 2048        /* the slot table: both listeners' connections */
-#define TRANSPORT_MAX_PEER_CONNS 64     /* accepted on the peer address at once */
-#define TRANSPORT_MAX_CLIENT_CONNS 1024 /* accepted on the client address at once */
-#define TRANSPORT_CLIENT_QUEUE 1024     /* client messages waiting for a verify thread */
+#define TRANSPORT_MAX_CONNS 2048           /* the slot table: both listeners' connections */
+#define TRANSPORT_MAX_PEER_CONNS 64        /* accepted on the peer address at once */
+#define TRANSPORT_MAX_CLIENT_CONNS 1024    /* accepted on the client address at once */
+#define TRANSPORT_CLIENT_QUEUE 1024        /* client messages waiting for a verify thread */
+#define TRANSPORT_INLINE_CLIENT_BYTES 2048 /* a client message handled where it was read */
 #define TRANSPORT_MAX_CLIENT_THREADS 2
 #define TRANSPORT_CLIENT_SEND_BYTES (4u * 1024u * 1024u) /* replies queued toward one client */
 #define TRANSPORT_REAP_MS 1000         /* ended connections are freed at least this often */
@@ -55,6 +56,7 @@ struct in_conn {
     nng_aio *rx_aio;        /* reads on an rxpoll thread, without a callback */
     struct rxpoll_watch w;  /* the socket, once the handshake is in (w.fd -1: NNG reads it) */
     struct spstream_rbuf r; /* only the reader (a callback, or w.ready) touches it */
+    bool passed_inline;     /* (the reader's) a client message went to on_recv here */
     pthread_mutex_t mtx;
     /* Under mtx: */
     bool reading, closing; /* reading: a read in flight, or the connection is paused */
@@ -106,6 +108,8 @@ struct transport {
     bool cq_ok, cq_stop;
     struct client_item cq[TRANSPORT_CLIENT_QUEUE]; /* a ring, under cq_mtx */
     size_t cq_head, cq_len;
+    unsigned cq_busy; /* client threads handling a message or a paused connection */
+    bool inline_busy; /* a reading thread is handling a client message itself */
     struct in_conn *paused, *paused_tail; /* under cq_mtx: client connections to resume */
     pthread_t cthreads[TRANSPORT_MAX_CLIENT_THREADS];
     unsigned ncthreads;
@@ -267,6 +271,17 @@ static void conn_send_cb(void *arg)
         conn_retire(c);
 }
 
+/* After a read's frames went on, on the reading thread: the owner steps
+ * what a peer's (or an inline client message) queued. */
+static void conn_read_done(struct in_conn *c)
+{
+    struct transport *t = c->ln->t;
+    bool stepped_here = c->ln->origin == TRANSPORT_FROM_PEER || c->passed_inline;
+    c->passed_inline = false;
+    if (stepped_here && t->o.peer_read_done != NULL)
+        t->o.peer_read_done(t->o.ctx);
+}
+
 /* Queue one frame toward c (under c->mtx). */
 static bool conn_queue_locked(struct in_conn *c, const uint8_t *bytes, size_t len)
 {
@@ -291,9 +306,14 @@ static enum spstream_take conn_frame(void *ctx, const uint8_t *body, size_t len)
         return SPSTREAM_REFUSED;
     memcpy(nng_msg_body(msg), body, len);
     if (c->ln->origin == TRANSPORT_FROM_CLIENT) {
-        bool queued = false;
+        bool queued = false, here = false;
         pthread_mutex_lock(&t->cq_mtx);
-        if (t->cq_len < TRANSPORT_CLIENT_QUEUE) {
+        /* Small, and nothing of any client waits or is being handled: on
+         * this thread (one at a time), as a client thread would at once. */
+        if (len <= TRANSPORT_INLINE_CLIENT_BYTES && t->cq_len == 0 && t->paused == NULL &&
+            t->cq_busy == 0 && !t->inline_busy) {
+            t->inline_busy = here = true;
+        } else if (t->cq_len < TRANSPORT_CLIENT_QUEUE) {
             t->cq[(t->cq_head + t->cq_len) % TRANSPORT_CLIENT_QUEUE] =
                 (struct client_item){.id = c->id, .msg = msg};
             t->cq_len++;
@@ -301,6 +321,18 @@ static enum spstream_take conn_frame(void *ctx, const uint8_t *body, size_t len)
             pthread_cond_signal(&t->cq_cond);
         }
         pthread_mutex_unlock(&t->cq_mtx);
+        if (here) {
+            atomic_fetch_add(&t->client_received, 1);
+            bool ok = t->o.on_recv(t->o.ctx, TRANSPORT_FROM_CLIENT_INLINE, c->id, msg);
+            pthread_mutex_lock(&t->cq_mtx);
+            t->inline_busy = false;
+            pthread_mutex_unlock(&t->cq_mtx);
+            c->passed_inline = true;
+            if (ok)
+                return SPSTREAM_TAKEN;
+            atomic_fetch_add(&t->client_closed, 1);
+            return SPSTREAM_REFUSED;
+        }
         if (!queued) {
             nng_msg_free(msg);
             return SPSTREAM_LATER;
@@ -406,8 +438,7 @@ static void conn_recv_cb(void *arg)
     if (nng_aio_result(c->recv_aio) == 0) /* the buffer is ours while no read is posted */
         d = spstream_rbuf_deliver(&c->r, nng_aio_count(c->recv_aio), c->ln->peer_proto,
                                   t->max_frame, conn_frame, c);
-    if (c->ln->origin == TRANSPORT_FROM_PEER && t->o.peer_read_done != NULL)
-        t->o.peer_read_done(t->o.ctx);
+    conn_read_done(c);
     conn_after_deliver(c, d);
 }
 
@@ -429,8 +460,7 @@ static void conn_rx_ready(void *ctx, bool hangup)
     if (!conn_closing(c))
         d = spstream_rbuf_read_now(&c->r, c->stream, c->rx_aio, hangup, c->ln->peer_proto,
                                    t->max_frame, conn_frame, c);
-    if (c->ln->origin == TRANSPORT_FROM_PEER && t->o.peer_read_done != NULL)
-        t->o.peer_read_done(t->o.ctx);
+    conn_read_done(c);
     conn_after_deliver(c, d);
 }
 
@@ -454,6 +484,7 @@ static void *client_thread_main(void *arg)
             pthread_cond_wait(&t->cq_cond, &t->cq_mtx);
         if (t->cq_stop)
             break;
+        t->cq_busy++;
         if (t->paused != NULL && t->cq_len < TRANSPORT_CLIENT_QUEUE) {
             struct in_conn *c = t->paused;
             t->paused = c->paused_next;
@@ -462,6 +493,7 @@ static void *client_thread_main(void *arg)
             pthread_mutex_unlock(&t->cq_mtx);
             conn_resume(c);
             pthread_mutex_lock(&t->cq_mtx);
+            t->cq_busy--;
             continue;
         }
         struct client_item it = t->cq[t->cq_head];
@@ -473,6 +505,7 @@ static void *client_thread_main(void *arg)
             conn_close_id(t, it.id);
         }
         pthread_mutex_lock(&t->cq_mtx);
+        t->cq_busy--;
     }
     pthread_mutex_unlock(&t->cq_mtx);
     return NULL;

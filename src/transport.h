@@ -36,6 +36,11 @@
  * on_recv, so that floods of client connections cannot hold the threads the
  * replicas' traffic needs; when that queue is full the connection stops
  * reading until there is room (TCP slows the client; nothing is dropped).
+ * A small client message (at most 2 KiB, a dozen transactions) that finds
+ * the queue empty and no client thread at work goes to on_recv on the
+ * reading thread instead, one such thread at a time: the client threads'
+ * share and the connection's order are unchanged, and light load saves a
+ * thread hand-off per request.
  * Ownership of the nng_msg moves to on_recv; when it answers false the
  * connection is closed (a peer redials by itself). A frame longer than
  * max_message_bytes is never read: its connection is closed when its length
@@ -57,17 +62,22 @@
 
 #define TRANSPORT_MAX_PEERS 16
 
-enum transport_origin { TRANSPORT_FROM_PEER, TRANSPORT_FROM_CLIENT };
+enum transport_origin {
+    TRANSPORT_FROM_PEER,
+    TRANSPORT_FROM_CLIENT,        /* on a client thread */
+    TRANSPORT_FROM_CLIENT_INLINE, /* a small one, on the thread that read it (then read_done) */
+};
 
-/* Called on the reading thread (peers) or a client thread for every received
- * message. Ownership of msg
+/* Called on the reading thread (peers, small client messages) or a client
+ * thread for every received message. Ownership of msg
  * moves to the callee (nng_msg_free it). pipe identifies the connection (the
  * client's, for replies). Must not wait for other threads. Returns false to
  * have the connection closed. */
 typedef bool (*transport_recv_fn)(void *ctx, enum transport_origin origin, uint32_t pipe,
                                   nng_msg *msg);
-/* Called on the thread of a peer connection's completed read, after
- * its frames went to on_recv and before the next read is posted. */
+/* Called on the thread of a peer connection's completed read (or a client
+ * connection's that passed a message inline), after its frames went to
+ * on_recv and before the next read is posted. */
 typedef void (*transport_read_done_fn)(void *ctx);
 
 struct transport_opts {

@@ -220,6 +220,7 @@ enum verifier_verdict verifier_process(struct verifier *v, enum transport_origin
     }
     ev->msg = msg;
     ev->pipe = pipe;
+    ev->read_here = origin == TRANSPORT_FROM_CLIENT_INLINE;
     const uint8_t *bytes = nng_msg_body(msg);
     size_t len = nng_msg_len(msg);
     struct tally_err err = {0};

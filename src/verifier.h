@@ -57,7 +57,9 @@ enum verifier_event_kind {
  * verifier_event_free. */
 struct verifier_event {
     enum verifier_event_kind kind;
-    uint32_t pipe; /* client connection (client events) */
+    uint32_t pipe;  /* client connection (client events) */
+    bool read_here; /* a client message verified on the thread that read it, which
+                     * steps once its frames are in (TRANSPORT_FROM_CLIENT_INLINE) */
     nng_msg *msg;
     struct msg m;
     /* REQUEST only: m.u.request.count entries each, owned by the event. */
