@@ -382,6 +382,12 @@ static enum spstream_take refuse_frame(void *ctx, const uint8_t *body, size_t le
     return SPSTREAM_REFUSED;
 }
 
+/* Where a link's received frames go. */
+static spstream_frame_fn link_frame_fn(const struct spstream_link *l)
+{
+    return l->o.on_frame != NULL ? l->o.on_frame : refuse_frame;
+}
+
 static void link_after_read(struct spstream_link *l, enum spstream_deliver d, bool was_up);
 
 static void link_recv_cb(void *arg)
@@ -392,7 +398,7 @@ static void link_recv_cb(void *arg)
     bool was_up = atomic_load(&l->connected);
     if (rv == 0) /* the buffer is ours alone while no read is posted */
         d = spstream_rbuf_deliver(&l->r, nng_aio_count(l->recv_aio), l->o.peer, l->o.max_body,
-                                  l->o.on_frame != NULL ? l->o.on_frame : refuse_frame, l->o.ctx);
+                                  link_frame_fn(l), l->o.ctx);
     link_after_read(l, d, was_up);
 }
 
@@ -408,7 +414,7 @@ static void link_rx_ready(void *ctx, bool hangup)
     enum spstream_deliver d = SPSTREAM_REJECTED;
     if (!gone)
         d = spstream_rbuf_read_now(&l->r, s, l->rx_aio, hangup, l->o.peer, l->o.max_body,
-                                   l->o.on_frame != NULL ? l->o.on_frame : refuse_frame, l->o.ctx);
+                                   link_frame_fn(l), l->o.ctx);
     link_after_read(l, d, true);
 }
 

@@ -371,8 +371,6 @@ static void conn_read_locked(struct in_conn *c)
         return;
     }
     c->reading = true; /* a read posted, or the socket watched */
-    if (c->r.got_hs && c->w.fd == TRANSPORT_FD_UNKNOWN)
-        c->w.fd = rxpoll_stream_fd(c->stream); /* -1: NNG goes on reading it */
     if (c->r.got_hs && c->w.fd >= 0) {
         if (rxpoll_arm(c->ln->t->rx, &c->w) != 0) {
             c->reading = false;
@@ -413,6 +411,12 @@ static void conn_after_deliver(struct in_conn *c, enum spstream_deliver d)
         atomic_fetch_add(c->ln->origin == TRANSPORT_FROM_CLIENT ? &t->client_bad_frames
                                                                 : &t->peer_bad_frames,
                          1);
+    /* The socket, once the handshake is in: looked up before taking c->mtx
+     * (it scans /proc/self/fd; transport_send_client waits for c->mtx while
+     * holding conn_mtx). The reader owns c->w.fd and c->r until it posts
+     * the next read. -1: NNG goes on reading it. */
+    if (d == SPSTREAM_OK && c->r.got_hs && c->w.fd == TRANSPORT_FD_UNKNOWN)
+        c->w.fd = rxpoll_stream_fd(c->stream);
     pthread_mutex_lock(&c->mtx);
     if (d == SPSTREAM_PAUSED && !c->closing) {
         pthread_mutex_unlock(&c->mtx);
