@@ -65,9 +65,12 @@ struct ledger {
     rocksdb_readoptions_t *ro;
     rocksdb_readoptions_t *ro_block; /* prefetch_block's batched read: see there */
     rocksdb_writeoptions_t *wo;
-    rocksdb_writebatch_t *batch; /* staged meta changes + the block being written */
-    bool cert_staged;            /* batch holds a certificate ...        */
-    uint64_t cert_staged_max;    /* ... the highest staged one is for this height */
+    rocksdb_writeoptions_t *wo_deferred; /* no fsync: a block without meta (defer_block_sync) */
+    bool defer_block_sync;               /* opts.sync && opts.defer_block_sync */
+    bool unsynced;                       /* a deferred write is not yet covered by an fsync */
+    rocksdb_writebatch_t *batch;         /* staged meta changes + the block being written */
+    bool cert_staged;                    /* batch holds a certificate ...        */
+    uint64_t cert_staged_max;            /* ... the highest staged one is for this height */
     char *dir;
     bool read_only;
     uint64_t min_free; /* bytes kept free in dir (0: no check; in-memory, read-only) */
@@ -221,7 +224,9 @@ static int space_check(const struct ledger *l, uint64_t need, const char *what,
                       (unsigned long long)((need + 1023) >> 10));
 }
 
-static int db_write(struct ledger *l, struct tally_err *err)
+/* Write l->batch; with fsync (per opts.sync) unless `deferred` (a block
+ * without staged meta, on a ledger opened with defer_block_sync). */
+static int db_write(struct ledger *l, bool deferred, struct tally_err *err)
 {
     perf_counters_off();
     char *e = NULL;
@@ -231,9 +236,12 @@ static int db_write(struct ledger *l, struct tally_err *err)
     int rc = space_check(l, 2 * (uint64_t)bytes, "this write", err);
     if (rc != TALLY_OK)
         return rc;
-    rocksdb_write(l->db, l->wo, l->batch, &e);
+    deferred = deferred && l->defer_block_sync;
+    rocksdb_write(l->db, deferred ? l->wo_deferred : l->wo, l->batch, &e);
     if (e != NULL)
         return rocks_err(err, e, l->dir, "write");
+    /* One WAL, written in order: an fsync covers every write before it. */
+    l->unsynced = deferred;
     return TALLY_OK;
 }
 
@@ -425,6 +433,7 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
     l->ro = rocksdb_readoptions_create();
     l->ro_block = rocksdb_readoptions_create();
     l->wo = rocksdb_writeoptions_create();
+    l->wo_deferred = rocksdb_writeoptions_create(); /* sync off: RocksDB's default */
     l->batch = rocksdb_writebatch_create();
     if (l->dir == NULL) {
         rc = tally_errf(err, TALLY_ENOMEM, "out of memory opening %s", dir);
@@ -451,6 +460,11 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
     rocksdb_options_set_allow_mmap_reads(l->options, !opts->in_memory);
     rocksdb_options_set_create_if_missing(l->options, !opts->read_only);
     rocksdb_options_set_paranoid_checks(l->options, 1);
+    /* After an OS crash or power loss the WAL may end in a torn record
+     * (defer_block_sync leaves unsynced blocks at its tail by design):
+     * recover up to it, as RocksDB 7.8 does by default, rather than refuse
+     * to open (rocksdb_absolute_consistency_recovery). */
+    rocksdb_options_set_wal_recovery_mode(l->options, rocksdb_point_in_time_recovery);
     rocksdb_options_set_keep_log_file_num(l->options, 4);
     /* FATAL only: RocksDB's own LOG lives in the data directory, and on a
      * full disk its background threads abort the process when they cannot
@@ -467,6 +481,7 @@ static int open_impl(const char *dir, const struct ledger_open_opts *opts, bool 
     rocksdb_readoptions_set_verify_checksums(l->ro_block, 1);
     rocksdb_readoptions_set_ignore_range_deletions(l->ro_block, 1);
     rocksdb_writeoptions_set_sync(l->wo, opts->sync);
+    l->defer_block_sync = opts->sync && opts->defer_block_sync && !opts->read_only;
 
     /* Opening writes too (MANIFEST, OPTIONS, a new WAL, the replayed
      * memtable): below the floor, refuse before RocksDB starts. */
@@ -553,6 +568,10 @@ void ledger_close(struct ledger *l)
 {
     if (l == NULL)
         return;
+    if (l->db != NULL && l->unsynced) {
+        struct tally_err ignored = {0};
+        (void)ledger_sync(l, &ignored); /* best effort, like the flush below */
+    }
     if (l->db != NULL && !l->read_only && l->env == NULL) {
         /* Flush the memtables so the next open need not replay the WAL. Best
          * effort: everything is already durable (or deliberately not synced). */
@@ -575,6 +594,7 @@ void ledger_close(struct ledger *l)
         rocksdb_close(l->db);
     rocksdb_writebatch_destroy(l->batch);
     rocksdb_writeoptions_destroy(l->wo);
+    rocksdb_writeoptions_destroy(l->wo_deferred);
     rocksdb_readoptions_destroy(l->ro);
     rocksdb_readoptions_destroy(l->ro_block);
     rocksdb_options_destroy(l->options);
@@ -728,7 +748,7 @@ int ledger_init_genesis(struct ledger *l, const struct ledger_genesis_account *a
     uint8_t hkey = LEDGER_KEY_HEAD, head[LEDGER_HEAD_BYTES];
     head_encode(l, 0, &hash, &lt, head);
     rocksdb_writebatch_put(l->batch, (const char *)&hkey, 1, (const char *)head, sizeof(head));
-    rc = db_write(l, err);
+    rc = db_write(l, false, err);
     if (rc != TALLY_OK) {
         batch_rollback(l);
         memset(&l->genesis_hash, 0, sizeof(l->genesis_hash));
@@ -1164,6 +1184,9 @@ static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_byte
      * keys inserted in order share the upper part of their search paths
      * (still in cache) instead of each walking a random one (BENCHMARKS.md,
      * "The ledger alone"). */
+    /* Staged meta holds promises the caller is about to send: then the
+     * block's batch is synced, whatever defer_block_sync says. */
+    bool deferred = rocksdb_writebatch_count(l->batch) == 0;
     rocksdb_writebatch_set_save_point(l->batch);
     uint32_t n = 0;
     for (uint32_t i = 0; i < l->nacct; i++)
@@ -1200,7 +1223,7 @@ static int apply_block(struct ledger *l, uint64_t height, const uint8_t *tx_byte
         rocksdb_writebatch_put(l->batch, (const char *)key, sizeof(key), (const char *)val,
                                sizeof(val));
     }
-    rc = db_write(l, err);
+    rc = db_write(l, deferred, err);
     if (rc != TALLY_OK) {
         batch_rollback(l); /* keep staged meta */
         goto fail;
@@ -1353,6 +1376,24 @@ int ledger_stage_meta_delete(struct ledger *l, const void *key, size_t key_len,
     return TALLY_OK;
 }
 
+bool ledger_unsynced(const struct ledger *l)
+{
+    return l->unsynced;
+}
+
+int ledger_sync(struct ledger *l, struct tally_err *err)
+{
+    if (!l->unsynced)
+        return TALLY_OK;
+    perf_counters_off();
+    char *e = NULL;
+    rocksdb_flush_wal(l->db, 1 /* and fsync it */, &e);
+    if (e != NULL)
+        return rocks_err(err, e, l->dir, "sync of the write-ahead log");
+    l->unsynced = false;
+    return TALLY_OK;
+}
+
 int ledger_meta_flush(struct ledger *l, struct tally_err *err)
 {
     if (rocksdb_writebatch_count(l->batch) == 0)
@@ -1363,7 +1404,7 @@ int ledger_meta_flush(struct ledger *l, struct tally_err *err)
                           "at %llu: apply block %llu first (nothing written)",
                           (unsigned long long)l->cert_staged_max, (unsigned long long)l->height,
                           (unsigned long long)l->cert_staged_max);
-    int rc = db_write(l, err);
+    int rc = db_write(l, false, err);
     if (rc != TALLY_OK)
         return tally_err_wrap(err, "writing protocol state");
     batch_clear(l);

@@ -7,8 +7,9 @@
  * layout and byte formats: docs/FORMAT.md and ledger/block.h.
  *
  * Every block is written with everything it changes in ONE RocksDB WriteBatch
- * (synced unless opened with .sync = false), so a crash at any moment leaves
- * the ledger at some block boundary.
+ * (synced unless opened with .sync = false, or, with .defer_block_sync, when
+ * no staged meta rides along), so a crash at any moment leaves the ledger at
+ * some block boundary.
  *
  * Cost: applying a block does no allocation of its own per transaction
  * (scratch buffers live in struct ledger and grow to the largest block seen);
@@ -36,8 +37,16 @@
 struct ledger;
 
 struct ledger_open_opts {
-    bool in_memory;          /* RocksDB in-memory env (tests): nothing touches the disk */
-    bool sync;               /* fsync every block's WriteBatch (default true) */
+    bool in_memory; /* RocksDB in-memory env (tests): nothing touches the disk */
+    bool sync;      /* fsync every block's WriteBatch (default true) */
+    /* With sync: a block whose WriteBatch carries no staged meta is written
+     * without an fsync of its own. It is in RocksDB's write-ahead log when
+     * the call returns, so a killed process loses nothing; an OS crash or
+     * power loss can lose it until the next synced write (the log is
+     * written in order, and that write's fsync covers it) or ledger_sync. For
+     * the replica, which can execute such a block again from its synced
+     * protocol records (docs/PROTOCOL.md, "What is persisted"). */
+    bool defer_block_sync;
     bool read_only;          /* audit, export: no writes, no lock taken (RocksDB read-only
                               * opens do not lock), sees the data as of the open */
     uint64_t min_free_bytes; /* free-space floor; 0: LEDGER_MIN_FREE_BYTES */
@@ -213,5 +222,12 @@ int ledger_stage_meta_delete_range(struct ledger *l, const void *begin, size_t b
                                    const void *end, size_t end_len, struct tally_err *err);
 /* Write the staged changes now (no-op when none). */
 int ledger_meta_flush(struct ledger *l, struct tally_err *err);
+
+/* defer_block_sync: true while a block written without an fsync is not yet
+ * covered by a later synced write; ledger_sync makes it durable (fsync of
+ * RocksDB's write-ahead log; no-op when nothing is unsynced). ledger_close
+ * syncs too. Errors: TALLY_EIO. */
+bool ledger_unsynced(const struct ledger *l);
+int ledger_sync(struct ledger *l, struct tally_err *err);
 
 #endif

@@ -25,6 +25,7 @@
 #define LOOP_TICK_MS 1           /* pbft_on_tick period while events come in ... */
 #define LOOP_IDLE_TICK_MS 20     /* ... and once none came for this long */
 #define LOOP_BACKUP_TICK_MS 5    /* a backup's period while events come in */
+#define LOOP_BLOCK_SYNC_MS 10    /* a block written without an fsync gets one by then (+ a tick) */
 #define PENDING_SLOTS (1u << 17) /* client requests awaiting execution */
 #define PENDING_PROBE 32
 #define PENDING_TTL_MS 60000
@@ -104,6 +105,7 @@ struct replica {
     uint8_t *meta_buf;
     size_t meta_cap;
     bool staged;
+    uint64_t unsynced_ms; /* when a block went out without an fsync (0: none pending) */
     uint64_t persisted_hi, persisted_lo;
     uint8_t *sig_ok;
     size_t sig_ok_cap;
@@ -1162,8 +1164,11 @@ static bool on_recv(void *ctx, enum transport_origin origin, uint32_t pipe, nng_
     return verifier_process(r->verifier, origin, pipe, msg) == VERIFIER_KEEP;
 }
 
-/* End of a step: make the promises durable, then let the sends go. */
-static void end_step(struct replica *r)
+/* End of a step: make the promises durable, then let the sends go; then
+ * sync a block that went out without an fsync (its replies already left:
+ * a block needs none before them, docs/PROTOCOL.md) once no synced write
+ * has covered it for LOOP_BLOCK_SYNC_MS, i.e. when traffic stopped. */
+static void end_step(struct replica *r, uint64_t now)
 {
     if (r->staged) {
         struct tally_err err = {0};
@@ -1181,6 +1186,16 @@ static void end_step(struct replica *r)
         return;
     }
     flush_sends(r);
+    if (!ledger_unsynced(r->ledger)) {
+        r->unsynced_ms = 0;
+    } else if (r->unsynced_ms == 0) {
+        r->unsynced_ms = now;
+    } else if (now - r->unsynced_ms >= LOOP_BLOCK_SYNC_MS) {
+        struct tally_err err = {0};
+        if (ledger_sync(r->ledger, &err) != 0)
+            fail(r, &err, "syncing executed blocks");
+        r->unsynced_ms = 0;
+    }
 }
 
 /* Under r->lock, with r->stepping just set by the caller: take steps (each:
@@ -1248,7 +1263,7 @@ static void take_steps(struct replica *r, bool loop_thread)
             next_tick = now + period;
             pulled_in = true;
         }
-        end_step(r);
+        end_step(r, now);
 
         pthread_mutex_lock(&r->lock);
         r->next_tick_ms = next_tick;
@@ -1524,7 +1539,13 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         goto fail;
     }
 
-    if ((rc = ledger_open(o->data_dir, &r->ledger, err)) != 0)
+    /* A block needs no fsync of its own before its replies: what makes it
+     * safe is the COMMIT record, synced before our COMMIT went out
+     * (docs/PROTOCOL.md, "What is persisted"). It becomes durable with the
+     * next synced write, or LOOP_BLOCK_SYNC_MS later (end_step). */
+    struct ledger_open_opts lopts = LEDGER_OPEN_OPTS_DEFAULT;
+    lopts.defer_block_sync = true;
+    if ((rc = ledger_open_opts(o->data_dir, &lopts, &r->ledger, err)) != 0)
         goto fail;
     /* Never serve from damaged files: check every block checksum first. */
     uint64_t keys = 0;

@@ -18,6 +18,7 @@
 #define SIM_GENESIS_BALANCE 1000
 #define SIM_FORCE_CRASH_MS 2000
 #define SIM_MAX_CKPT_CRASHES 64
+#define SIM_MAX_LATE_RECEIPTS 256 /* power_loss: receipts checked once their height is back */
 
 /* --- PRNG: splitmix64 ------------------------------------------------------ */
 
@@ -124,6 +125,11 @@ struct sim_replica {
     uint64_t arm_ms, down_ms, crash_ckpt;
     bool dying; /* crashed in the middle of this step: nothing more leaves or lands */
     uint64_t restarts;
+    /* power_loss: the ledger height the last synced write covered, and
+     * whether the current event persisted anything (tallyd: a synced write at
+     * the end of the step). */
+    uint64_t synced_height;
+    bool synced_in_step;
 };
 
 struct sim_reply_seen {
@@ -188,6 +194,12 @@ struct sim {
     } ckpt_crash[SIM_MAX_CKPT_CRASHES]; /* crashes right after executing checkpoint seq */
     uint32_t nckpt_crash;
     uint64_t done_ms; /* when the load was first done (settle_ms) */
+    struct {
+        uint32_t client;
+        tc_hash tx;
+        struct sim_reply_seen r;
+    } late[SIM_MAX_LATE_RECEIPTS]; /* power_loss: see client_receipt */
+    uint32_t nlate;
     struct sim_link held[PBFT_MAX_REPLICAS][PBFT_MAX_REPLICAS]; /* [from][to] */
 };
 
@@ -489,6 +501,7 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
     struct sim_replica *r = ctx;
     if (r->dying)
         return TALLY_OK; /* staged, never flushed: the process is gone */
+    r->synced_in_step = true;
     switch (rec->kind) {
     case PBFT_PERSIST_CHECKPOINT: {
         /* The shell checks a certificate against its own ledger before
@@ -918,6 +931,35 @@ static bool model_copy(struct sim_ledger *dst, const struct sim_ledger *src)
     return true;
 }
 
+/* A power loss took the blocks above `to` (sim_scenario.power_loss): rebuild
+ * the state from the genesis (the clients' accounts, created first and in
+ * client order) and blocks 1..to; heads and digests up to `to` stay. */
+static void model_rollback(struct sim *s, struct sim_ledger *l, uint64_t to)
+{
+    if (to >= l->height)
+        return;
+    l->nacct = s->sc->clients;
+    for (uint32_t c = 0; c < l->nacct; c++) {
+        l->acct[c].balance = SIM_GENESIS_BALANCE;
+        l->acct[c].nonce = 0;
+    }
+    l->ntx = 0;
+    for (uint64_t h = 1; h <= to; h++)
+        for (uint32_t i = 0; i < l->blocks[h].count; i++) {
+            const uint8_t *tx = l->blocks[h].txs + (size_t)i * LEDGER_TX_BYTES;
+            tc_hash th;
+            ledger_tx_hash_bytes(tx, &th);
+            uint8_t result = apply_tx(s, l, tx, &th);
+            l->txs[l->ntx++] = (struct sim_txrec){.hash = th, .height = h, .result = result};
+        }
+    for (uint64_t h = to + 1; h <= l->height; h++) {
+        free(l->blocks[h].txs);
+        l->blocks[h] = (struct sim_block){0};
+    }
+    s->res->blocks_lost += l->height - to;
+    l->height = to;
+}
+
 /* No transaction executed OK twice among heights (from, l->height]. */
 static void check_no_double_ok(struct sim *s, const struct sim_replica *r, uint64_t from)
 {
@@ -1171,6 +1213,7 @@ static int io_state_install(void *ctx, const uint8_t *chunk, size_t len,
         s->oom = true;
         return TALLY_ENOMEM;
     }
+    r->synced_in_step = true; /* tallyd: the last block carries the certificate */
     for (uint64_t h = from; h <= cert.ck.height; h++)
         check_executed(s, r, h);
     check_no_double_ok(s, r, old);
@@ -1328,9 +1371,12 @@ static void client_timer(struct sim *s, struct sim_client *c, uint64_t token)
                                   .token = c->token});
 }
 
-static void client_receipt(struct sim *s, struct sim_client *c, const struct sim_reply_seen *r)
+/* Does receipt r for client's tx match what a correct replica holding its
+ * height executed there? A mismatch is a violation (true: checked); false
+ * when no correct replica holds that height now. */
+static bool receipt_checked(struct sim *s, uint32_t client, const tc_hash *tx,
+                            const struct sim_reply_seen *r)
 {
-    /* The receipt must match what the correct replicas executed there. */
     const struct sim_txrec *rec = NULL;
     bool found_height = false;
     for (uint32_t j = 0; j < s->n && rec == NULL; j++) {
@@ -1342,23 +1388,56 @@ static void client_receipt(struct sim *s, struct sim_client *c, const struct sim
             violation(s,
                       "client %llu receipt names a block hash at height %llu that replica "
                       "%llu does not have",
-                      (unsigned long long)(c->idx), (unsigned long long)(r->height),
+                      (unsigned long long)client, (unsigned long long)(r->height),
                       (unsigned long long)(j));
+            return true;
+        }
+        rec = ledger_find_at(&x->ledger, tx, r->height);
+    }
+    if (!found_height)
+        return false;
+    if (rec == NULL || rec->result != r->result)
+        violation(s, "client %llu receipt (height %llu, result %llu) does not match the ledger",
+                  (unsigned long long)client, (unsigned long long)(r->height),
+                  (unsigned long long)(r->result));
+    return true;
+}
+
+/* After every event: the late receipts whose height a correct replica holds
+ * again; at the end (final), any left is a violation. */
+static void check_late_receipts(struct sim *s, bool final)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < s->nlate; i++) {
+        if (receipt_checked(s, s->late[i].client, &s->late[i].tx, &s->late[i].r))
+            continue;
+        if (final)
+            violation(s, "client %u receipt at height %llu that no correct replica executed again",
+                      s->late[i].client, (unsigned long long)s->late[i].r.height);
+        s->late[keep++] = s->late[i];
+    }
+    s->nlate = keep;
+}
+
+static void client_receipt(struct sim *s, struct sim_client *c, const struct sim_reply_seen *r)
+{
+    /* The receipt must match what the correct replicas executed there. With
+     * power losses every correct replica may have lost that block since its
+     * replies left (the model ledger went back): it is checked once one of
+     * them executes that height again. */
+    if (!receipt_checked(s, c->idx, &c->hash, r)) {
+        if (!s->sc->power_loss || s->nlate == SIM_MAX_LATE_RECEIPTS) {
+            violation(s, "client %llu receipt at height %llu that no correct replica executed",
+                      (unsigned long long)(c->idx), (unsigned long long)(r->height));
             return;
         }
-        rec = ledger_find_at(&x->ledger, &c->hash, r->height);
+        s->late[s->nlate].client = c->idx;
+        s->late[s->nlate].tx = c->hash;
+        s->late[s->nlate].r = *r;
+        s->nlate++;
     }
-    if (!found_height) {
-        violation(s, "client %llu receipt at height %llu that no correct replica executed",
-                  (unsigned long long)(c->idx), (unsigned long long)(r->height));
+    if (s->res->violation)
         return;
-    }
-    if (rec == NULL || rec->result != r->result) {
-        violation(s, "client %llu receipt (height %llu, result %llu) does not match the ledger",
-                  (unsigned long long)(c->idx), (unsigned long long)(r->height),
-                  (unsigned long long)(r->result));
-        return;
-    }
     s->res->receipts++;
     if (r->height > s->max_receipt_height)
         s->max_receipt_height = r->height;
@@ -1410,6 +1489,16 @@ static void deliver_client(struct sim *s, struct sim_client *c, const uint8_t *b
 }
 
 /* --- crash and restart --------------------------------------------------------------- */
+
+/* Down from now: neither sends nor receives; with power_loss its ledger also
+ * loses the blocks no synced write covered. */
+static void replica_crash(struct sim *s, struct sim_replica *r)
+{
+    r->down = true;
+    links_crashed(s, r->id);
+    if (s->sc->power_loss)
+        model_rollback(s, &r->ledger, r->synced_height);
+}
 
 /* A restart restores what tallyd's restore_state restores (src/replica.c), in
  * its order: the last stored certificate, the view, then for each seq from
@@ -1532,8 +1621,7 @@ static bool at_crash_point(struct sim *s, struct sim_replica *r, bool *forced)
 
 static void group_crash(struct sim *s, struct sim_replica *r, bool forced)
 {
-    r->down = true;
-    links_crashed(s, r->id);
+    replica_crash(s, r);
     r->armed = false;
     if (forced)
         s->res->group_forced++;
@@ -1803,8 +1891,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
             client_timer(s, &s->cl[ev.to - s->n], ev.token);
             break;
         case EV_CRASH:
-            s->rep[ev.to].down = true;
-            links_crashed(s, ev.to);
+            replica_crash(s, &s->rep[ev.to]);
             break;
         case EV_RESTART:
             replica_restart(s, &s->rep[ev.to]);
@@ -1813,7 +1900,14 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
             break;
         }
         free(ev.bytes);
+        for (uint32_t j = 0; j < s->n; j++) {
+            struct sim_replica *r = &s->rep[j];
+            if (r->synced_in_step && !r->down)
+                r->synced_height = r->ledger.height;
+            r->synced_in_step = false;
+        }
         check_invariants(s);
+        check_late_receipts(s, false);
         group_check(s);
         observe_memory(s);
         if (all_done(s)) {
@@ -1824,6 +1918,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         }
     }
     group_report(s);
+    check_late_receipts(s, all_done(s));
     res->end_ms = s->now;
     res->live = !res->violation && all_done(s);
     if (!res->violation && !res->live && !s->oom) {

@@ -71,6 +71,13 @@ struct sim_scenario {
     bool group_staggered;
     enum sim_crash_point group_crash_at;
     uint64_t group_from_ms, group_spread_ms, group_down_min_ms, group_down_max_ms;
+    /* Crashes are power losses: a replica also loses the blocks it executed
+     * after its last synced write (tallyd's ledger, defer_block_sync: a step
+     * that persisted any record synced everything before it; an installed
+     * state chunk is synced with its certificate). Its model ledger goes back
+     * to that height at the crash, and it executes them again after its
+     * restart. */
+    bool power_loss;
     uint64_t settle_ms; /* keep running this long after the load is done (0: stop at once) */
     bool expect_liveness;
     uint64_t time_limit_ms;
@@ -92,6 +99,7 @@ struct sim_result {
     uint64_t ckpt_crashes;     /* crashes right after executing checkpoint seq C ... */
     uint64_t ckpt_certified;   /* ... of which C got a certificate at some replica by the end */
     uint64_t ckpt_stable_past; /* ... of which the crashed replica's stable checkpoint reached C */
+    uint64_t blocks_lost;      /* power_loss: executed blocks the restarts rolled back */
 };
 
 /* Run one seed. Returns 0, or -1 when the fixture itself failed (no memory). */

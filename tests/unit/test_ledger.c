@@ -559,6 +559,90 @@ static void test_v2_directory_refused(void **state)
     lf_rmdir(dir);
 }
 
+/* defer_block_sync: a block without staged meta is written without an fsync
+ * (ledger_unsynced says so until a synced write or ledger_sync covers it); a
+ * block that carries staged meta is synced with it; and a process killed
+ * right after deferred writes loses none of them (they are in RocksDB's
+ * write-ahead log, in the page cache). */
+static void test_deferred_block_sync(void **state)
+{
+    (void)state;
+    char *dir = lf_tmpdir();
+    struct ledger_open_opts o = {.sync = true, .defer_block_sync = true};
+    struct ledger *l = NULL;
+    struct tally_err err = {0};
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
+    genesis(l);
+    assert_false(ledger_unsynced(l)); /* genesis is synced */
+    uint64_t n[NKEYS] = {0};
+    apply_workload(l, 1, n);
+    assert_true(ledger_unsynced(l));
+    assert_int_equal(ledger_stage_meta_put(l, "k", 1, "v", 1, &err), TALLY_OK);
+    apply_workload(l, 1, n); /* carries the staged meta: synced, covering block 1 */
+    assert_false(ledger_unsynced(l));
+    apply_workload(l, 1, n);
+    assert_true(ledger_unsynced(l));
+    assert_int_equal(ledger_put_meta(l, "k", 1, "w", 1, &err), TALLY_OK);
+    assert_false(ledger_unsynced(l)); /* a synced meta write covers block 3 */
+    apply_workload(l, 1, n);
+    assert_true(ledger_unsynced(l));
+    assert_int_equal(ledger_sync(l, &err), TALLY_OK);
+    assert_false(ledger_unsynced(l));
+    assert_int_equal(ledger_sync(l, &err), TALLY_OK); /* nothing to do */
+    ledger_close(l);
+
+    /* Without sync there is nothing to defer. */
+    struct ledger_open_opts nosync = {.sync = false, .defer_block_sync = true};
+    assert_int_equal(ledger_open_opts(dir, &nosync, &l, &err), TALLY_OK);
+    apply_workload(l, 1, n);
+    assert_false(ledger_unsynced(l));
+    ledger_close(l);
+
+    /* kill -9 right after three deferred blocks: all three are there. */
+    int up[2];
+    assert_int_equal(pipe(up), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct ledger *c = NULL;
+        struct tally_err e = {0};
+        if (ledger_open_opts(dir, &o, &c, &e) != TALLY_OK)
+            _exit(2);
+        apply_workload(c, 3, n);
+        tc_hash head;
+        ledger_head_hash(c, &head);
+        uint8_t msg[1 + TC_HASH_BYTES];
+        msg[0] = ledger_unsynced(c) ? 'u' : 's';
+        memcpy(msg + 1, head.b, TC_HASH_BYTES);
+        if (write(up[1], msg, sizeof(msg)) != (ssize_t)sizeof(msg))
+            _exit(3);
+        alarm(60); /* gone by itself should the parent fail before its kill */
+        for (;;)
+            pause(); /* killed here, the ledger never closed */
+    }
+    uint8_t msg[1 + TC_HASH_BYTES];
+    size_t got = 0;
+    while (got < sizeof(msg)) {
+        ssize_t r = read(up[0], msg + got, sizeof(msg) - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    assert_int_equal(msg[0], 'u');
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
+    assert_true(ledger_height(l) == 8);
+    tc_hash head;
+    ledger_head_hash(l, &head);
+    assert_memory_equal(head.b, msg + 1, TC_HASH_BYTES);
+    ledger_close(l);
+    close(up[0]);
+    close(up[1]);
+    lf_rmdir(dir);
+}
+
 /* Another process holds the directory: EBUSY, until it exits. */
 static void test_busy_other_process(void **state)
 {
@@ -770,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_v2_directory_refused),
         cmocka_unit_test(test_meta),
         cmocka_unit_test(test_busy_other_process),
+        cmocka_unit_test(test_deferred_block_sync),
         cmocka_unit_test(test_corrupt_sst),
         cmocka_unit_test(test_verify_files_every_sst),
     };
