@@ -242,7 +242,7 @@ enum spstream_deliver spstream_rbuf_read_now(struct spstream_rbuf *r, nng_stream
                                              bool hangup, enum spframe_proto peer, size_t max_body,
                                              spstream_frame_fn fn, void *ctx)
 {
-    for (;;) {
+    for (unsigned reads = 1;; reads++) {
         size_t asked = r->cap - r->have, got = 0;
         int rv = spstream_rbuf_arm(r, quick) == 0 ? rxpoll_read_now(s, quick, &got) : NNG_ENOMEM;
         if (rv == NNG_ECANCELED && !hangup)
@@ -250,7 +250,7 @@ enum spstream_deliver spstream_rbuf_read_now(struct spstream_rbuf *r, nng_stream
         if (rv != 0)
             return SPSTREAM_REJECTED; /* gone (nothing to read from a hung-up socket) */
         enum spstream_deliver d = spstream_rbuf_deliver(r, got, peer, max_body, fn, ctx);
-        if (d != SPSTREAM_OK || got < asked)
+        if (d != SPSTREAM_OK || got < asked || reads == SPSTREAM_READS_PER_WAKE)
             return d;
     }
 }

@@ -119,9 +119,14 @@ enum spstream_deliver spstream_rbuf_deliver(struct spstream_rbuf *r, size_t n,
 
 /* On an rxpoll thread whose watch of s fired: read what s holds now into r
  * through quick (rxpoll_read_now) and deliver it as spstream_rbuf_deliver
- * does; a read that filled the buffer is followed by another at once.
- * Nothing to read is SPSTREAM_OK (watch again), unless the socket hung up;
- * a stream that is gone is SPSTREAM_REJECTED. */
+ * does; a read that filled the buffer is followed by another at once, up to
+ * SPSTREAM_READS_PER_WAKE reads: then SPSTREAM_OK with bytes left in the
+ * socket, whose watch (level-triggered) fires again once re-armed, after
+ * the other sockets that were ready. So one sender that keeps its socket
+ * full cannot hold a reading thread. Nothing to read is SPSTREAM_OK (watch
+ * again), unless the socket hung up; a stream that is gone is
+ * SPSTREAM_REJECTED. */
+#define SPSTREAM_READS_PER_WAKE 4
 enum spstream_deliver spstream_rbuf_read_now(struct spstream_rbuf *r, nng_stream *s, nng_aio *quick,
                                              bool hangup, enum spframe_proto peer, size_t max_body,
                                              spstream_frame_fn fn, void *ctx);

@@ -17,56 +17,14 @@
 
 #include "src/mono.h"
 #include "src/rxpoll.h"
-
-/* A connected pair of TCP streams on 127.0.0.1: *a dialed, *b accepted. */
-static void stream_pair(nng_stream_listener **ln, nng_stream **a, nng_stream **b)
-{
-    nng_stream_dialer *d = NULL;
-    nng_aio *acc = NULL, *dial = NULL;
-    int port = 0;
-    assert_int_equal(nng_stream_listener_alloc(ln, "tcp://127.0.0.1:0"), 0);
-    assert_int_equal(nng_stream_listener_listen(*ln), 0);
-    assert_int_equal(nng_stream_listener_get_int(*ln, NNG_OPT_TCP_BOUND_PORT, &port), 0);
-    assert_int_equal(nng_aio_alloc(&acc, NULL, NULL), 0);
-    assert_int_equal(nng_aio_alloc(&dial, NULL, NULL), 0);
-    nng_aio_set_timeout(acc, 10000); /* fail, not hang */
-    nng_aio_set_timeout(dial, 10000);
-    char url[64];
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
-    assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
-    nng_stream_listener_accept(*ln, acc);
-    nng_stream_dialer_dial(d, dial);
-    nng_aio_wait(dial);
-    nng_aio_wait(acc);
-    assert_int_equal(nng_aio_result(dial), 0);
-    assert_int_equal(nng_aio_result(acc), 0);
-    *a = nng_aio_get_output(dial, 0);
-    *b = nng_aio_get_output(acc, 0);
-    nng_aio_free(acc);
-    nng_aio_free(dial);
-    nng_stream_dialer_free(d); /* the dialed stream outlives its dialer */
-}
-
-static void send_all(nng_stream *s, const void *buf, size_t len)
-{
-    nng_aio *aio = NULL;
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 10000);
-    nng_iov iov = {.iov_buf = (void *)buf, .iov_len = len};
-    assert_int_equal(nng_aio_set_iov(aio, 1, &iov), 0);
-    nng_stream_send(s, aio);
-    nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    assert_int_equal(nng_aio_count(aio), len);
-    nng_aio_free(aio);
-}
+#include "tests/helpers/stream_pair.h"
 
 static void test_stream_fd(void **state)
 {
     (void)state;
     nng_stream_listener *ln = NULL;
     nng_stream *a = NULL, *b = NULL;
-    stream_pair(&ln, &a, &b);
+    assert_int_equal(stream_pair(&ln, &a, &b), 0);
     int fa = rxpoll_stream_fd(a), fb = rxpoll_stream_fd(b);
     assert_true(fa >= 0);
     assert_true(fb >= 0);
@@ -161,7 +119,7 @@ static void test_watch_reads_and_hangs_up(void **state)
     (void)state;
     nng_stream_listener *ln = NULL;
     nng_stream *a = NULL, *b = NULL;
-    stream_pair(&ln, &a, &b);
+    assert_int_equal(stream_pair(&ln, &a, &b), 0);
     struct rxpoll *p = NULL;
     struct tally_err err = {0};
     assert_int_equal(rxpoll_start(2, "test-rx", &p, &err), 0);
@@ -180,7 +138,7 @@ static void test_watch_reads_and_hangs_up(void **state)
     struct rxpoll_watch w = {.fd = rxpoll_stream_fd(b), .ready = on_ready, .ctx = &z};
     assert_true(w.fd >= 0);
     assert_int_equal(rxpoll_arm(p, &w), 0);
-    send_all(a, "hello", 5);
+    assert_int_equal(stream_send_all(a, "hello", 5), 0);
     assert_true(wait_calls(&z, 1));
     assert_int_equal(z.last_rv, 0);
     assert_int_equal(z.have, 5);
@@ -188,7 +146,7 @@ static void test_watch_reads_and_hangs_up(void **state)
 
     /* Armed again: the next bytes fire it once more. */
     assert_int_equal(rxpoll_arm(p, &w), 0);
-    send_all(a, " world", 6);
+    assert_int_equal(stream_send_all(a, " world", 6), 0);
     assert_true(wait_calls(&z, 2));
     assert_int_equal(z.have, 11);
     assert_memory_equal(z.buf, "hello world", 11);

@@ -16,6 +16,7 @@
 
 #include "src/mono.h"
 #include "src/spstream.h"
+#include "tests/helpers/stream_pair.h"
 
 static bool push_frame(struct spstream_sendq *q, uint8_t fill, size_t len)
 {
@@ -272,14 +273,61 @@ static enum spstream_take take_counted(void *ctx, const uint8_t *body, size_t le
     return SPSTREAM_TAKEN;
 }
 
-static void send_bytes(nng_stream *s, nng_aio *aio, const uint8_t *buf, size_t len)
+static enum spstream_take take_count(void *ctx, const uint8_t *body, size_t len)
 {
-    nng_iov iov = {.iov_buf = (void *)buf, .iov_len = len};
-    assert_int_equal(nng_aio_set_iov(aio, 1, &iov), 0);
-    nng_stream_send(s, aio);
-    nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    assert_int_equal(nng_aio_count(aio), len);
+    (void)body;
+    size_t *n = ctx;
+    assert_int_equal(len, 1000);
+    (*n)++;
+    return SPSTREAM_TAKEN;
+}
+
+/* spstream_rbuf_read_now reads at most SPSTREAM_READS_PER_WAKE buffers per
+ * call, however much the socket holds (shown with a 4 KiB buffer so that
+ * 64 KiB in the socket are more than that), and calls again get the rest. */
+static void test_read_now_is_capped(void **state)
+{
+    (void)state;
+    nng_stream_listener *ln = NULL;
+    nng_stream *out = NULL, *in = NULL;
+    nng_aio *quick = NULL;
+    assert_int_equal(stream_pair(&ln, &out, &in), 0);
+    assert_int_equal(nng_aio_alloc(&quick, NULL, NULL), 0);
+
+    enum { FRAMES = 64 };
+    static uint8_t wire[SPFRAME_HANDSHAKE + FRAMES * (SPFRAME_MAX_HEADER + 1000)];
+    size_t len = 0;
+    spframe_handshake(wire, SPFRAME_PUSH0);
+    len += SPFRAME_HANDSHAKE;
+    for (int i = 0; i < FRAMES; i++) {
+        len += spframe_header(wire + len, 1000, false);
+        memset(wire + len, i, 1000);
+        len += 1000;
+    }
+    assert_int_equal(stream_send_all(out, wire, len), 0);
+
+    struct spstream_rbuf r;
+    assert_int_equal(spstream_rbuf_init(&r), 0);
+    r.cap = 4096; /* the first 4 KiB of its buffer */
+    size_t taken = 0, calls = 0;
+    uint64_t deadline = mono_now_us() + 10000000;
+    while (taken < FRAMES && mono_now_us() < deadline) {
+        size_t before = taken;
+        assert_int_equal(
+            spstream_rbuf_read_now(&r, in, quick, false, SPFRAME_PUSH0, 2000, take_count, &taken),
+            SPSTREAM_OK);
+        /* At most 4 reads of 4 KiB: at most 16 frames of ~1 KiB. */
+        assert_true(taken - before <= SPSTREAM_READS_PER_WAKE * 4096 / 1000);
+        calls++;
+    }
+    assert_int_equal(taken, FRAMES);
+    assert_true(calls >= FRAMES / (SPSTREAM_READS_PER_WAKE * 4096 / 1000));
+
+    spstream_rbuf_free(&r);
+    nng_stream_free(in);
+    nng_stream_free(out);
+    nng_aio_free(quick);
+    nng_stream_listener_free(ln);
 }
 
 /* A pair1 link that reads on an rxpoll pool: frames arrive whole and in
@@ -313,7 +361,7 @@ static void test_link_reads_on_pool(void **state)
 
     uint8_t hs[SPFRAME_HANDSHAKE];
     spframe_handshake(hs, SPFRAME_PAIR1);
-    send_bytes(s, aio, hs, sizeof(hs));
+    assert_int_equal(stream_send_all(s, hs, sizeof(hs)), 0);
     uint64_t deadline = mono_now_us() + 10000000;
     while (!spstream_link_connected(l) && mono_now_us() < deadline)
         nng_msleep(1);
@@ -331,7 +379,7 @@ static void test_link_reads_on_pool(void **state)
         len += sizeof(body);
     }
     for (size_t off = 0; off < len; off += 7001)
-        send_bytes(s, aio, wire + off, len - off < 7001 ? len - off : 7001);
+        assert_int_equal(stream_send_all(s, wire + off, len - off < 7001 ? len - off : 7001), 0);
     deadline = mono_now_us() + 10000000;
     for (;;) {
         pthread_mutex_lock(&g.mtx);
@@ -361,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_rbuf_pause_and_resume),
         cmocka_unit_test(test_link_through_full_socket),
         cmocka_unit_test(test_link_reads_on_pool),
+        cmocka_unit_test(test_read_now_is_capped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
