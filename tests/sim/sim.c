@@ -846,6 +846,28 @@ static void model_state_digest(const struct sim_ledger *l, tc_hash *out)
     tc_sha256((const uint8_t *)l->acct, (size_t)l->nacct * sizeof(l->acct[0]), out);
 }
 
+/* Execute count transactions as part of block h: results and tx records
+ * (l->txs has room for count more). */
+static void model_apply_txs(struct sim *s, struct sim_ledger *l, uint64_t h, const uint8_t *txs,
+                            uint32_t count, uint8_t *results)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *tx = txs + (size_t)i * LEDGER_TX_BYTES;
+        tc_hash th;
+        ledger_tx_hash_bytes(tx, &th);
+        results[i] = apply_tx(s, l, tx, &th);
+        l->txs[l->ntx++] = (struct sim_txrec){.hash = th, .height = h, .result = results[i]};
+    }
+}
+
+/* The genesis: every client's account, in client order, funded. */
+static void model_genesis(struct sim *s, struct sim_ledger *l)
+{
+    l->nacct = 0;
+    for (uint32_t c = 0; c < s->sc->clients; c++)
+        account(l, &s->cl[c].kp.pk, true)->balance = SIM_GENESIS_BALANCE;
+}
+
 /* Apply one batch as block seq = height + 1: results, chained head, block. */
 static bool model_apply(struct sim *s, struct sim_ledger *l, uint64_t seq,
                         const struct msg_batch *batch, uint8_t *results)
@@ -862,16 +884,7 @@ static bool model_apply(struct sim *s, struct sim_ledger *l, uint64_t seq,
     if (bytes)
         memcpy(copy, batch->tx_bytes, bytes);
     l->blocks[seq] = (struct sim_block){.count = batch->count, .txs = copy};
-    for (uint32_t i = 0; i < batch->count; i++) {
-        const uint8_t *tx = batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES;
-        tc_hash h;
-        ledger_tx_hash_bytes(tx, &h);
-        results[i] = apply_tx(s, l, tx, &h);
-        l->txs[l->ntx].hash = h;
-        l->txs[l->ntx].height = seq;
-        l->txs[l->ntx].result = results[i];
-        l->ntx++;
-    }
+    model_apply_txs(s, l, seq, batch->tx_bytes, batch->count, results);
     /* The chained head: H(h) = SHA-256(H(h-1) || batch digest || results). */
     tc_hash digest;
     msg_batch_digest(batch, &digest);
@@ -932,26 +945,17 @@ static bool model_copy(struct sim_ledger *dst, const struct sim_ledger *src)
 }
 
 /* A power loss took the blocks above `to` (sim_scenario.power_loss): rebuild
- * the state from the genesis (the clients' accounts, created first and in
- * client order) and blocks 1..to; heads and digests up to `to` stay. */
+ * the state from the genesis and blocks 1..to; heads and digests up to `to`
+ * stay. */
 static void model_rollback(struct sim *s, struct sim_ledger *l, uint64_t to)
 {
     if (to >= l->height)
         return;
-    l->nacct = s->sc->clients;
-    for (uint32_t c = 0; c < l->nacct; c++) {
-        l->acct[c].balance = SIM_GENESIS_BALANCE;
-        l->acct[c].nonce = 0;
-    }
+    model_genesis(s, l);
     l->ntx = 0;
+    uint8_t results[MSG_MAX_BATCH];
     for (uint64_t h = 1; h <= to; h++)
-        for (uint32_t i = 0; i < l->blocks[h].count; i++) {
-            const uint8_t *tx = l->blocks[h].txs + (size_t)i * LEDGER_TX_BYTES;
-            tc_hash th;
-            ledger_tx_hash_bytes(tx, &th);
-            uint8_t result = apply_tx(s, l, tx, &th);
-            l->txs[l->ntx++] = (struct sim_txrec){.hash = th, .height = h, .result = result};
-        }
+        model_apply_txs(s, l, h, l->blocks[h].txs, l->blocks[h].count, results);
     for (uint64_t h = to + 1; h <= l->height; h++) {
         free(l->blocks[h].txs);
         l->blocks[h] = (struct sim_block){0};
@@ -1828,10 +1832,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         if (!grow((void **)&l->heads, &l->caph, 64, sizeof(tc_hash)) ||
             !grow((void **)&l->digests, &l->capd, 64, sizeof(tc_hash)))
             s->oom = true;
-        for (uint32_t c = 0; c < sc->clients; c++) {
-            struct sim_account *a = account(l, &s->cl[c].kp.pk, true);
-            a->balance = SIM_GENESIS_BALANCE;
-        }
+        model_genesis(s, l);
         r->core = replica_core(s, r);
         if (r->core == NULL)
             s->oom = true;
