@@ -88,6 +88,16 @@ struct client_item {
     nng_msg *msg;
 };
 
+struct transport;
+
+/* A client thread, and the connection whose message it is handling. */
+struct client_thread {
+    struct transport *t;
+    pthread_t thread;
+    bool handling; /* under cq_mtx: a message of connection `conn` */
+    uint32_t conn;
+};
+
 struct transport {
     struct transport_opts o;
     size_t max_frame;
@@ -111,9 +121,10 @@ struct transport {
     unsigned cq_busy; /* client threads handling a message or a paused connection */
     bool inline_busy; /* a reading thread is handling a client message itself */
     struct in_conn *paused, *paused_tail; /* under cq_mtx: client connections to resume */
-    pthread_t cthreads[TRANSPORT_MAX_CLIENT_THREADS];
-    unsigned ncthreads;
-    struct rxpoll *rx; /* reads every accepted connection whose socket it found */
+    struct client_thread cthreads[TRANSPORT_MAX_CLIENT_THREADS];
+    unsigned ncthreads; /* started */
+    bool cq_parallel;   /* more than one client thread (set before they start) */
+    struct rxpoll *rx;  /* reads every accepted connection whose socket it found */
     atomic_uint_fast64_t client_paused;
     nng_aio *reap_aio; /* frees ended connections now and then */
     atomic_uint_fast64_t peer_sent, peer_send_dropped;
@@ -479,30 +490,61 @@ static void conn_resume(struct in_conn *c)
     conn_after_deliver(c, d);
 }
 
+/* Under cq_mtx: take the oldest queued message of a connection that no
+ * other client thread is handling a message of. One connection's messages
+ * are thus handled one at a time and in the order they came (a client's
+ * transactions of one account carry consecutive nonces: handled out of
+ * order, the later one would be refused), while different connections' go
+ * in parallel. The messages passed over all belong to connections held by
+ * other threads and keep their order. */
+static bool cq_take(struct transport *t, struct client_thread *self, struct client_item *out)
+{
+    for (size_t k = 0; k < t->cq_len; k++) {
+        uint32_t id = t->cq[(t->cq_head + k) % TRANSPORT_CLIENT_QUEUE].id;
+        bool held = false;
+        for (unsigned i = 0; i < TRANSPORT_MAX_CLIENT_THREADS && !held; i++)
+            held = &t->cthreads[i] != self && t->cthreads[i].handling && t->cthreads[i].conn == id;
+        if (held)
+            continue;
+        *out = t->cq[(t->cq_head + k) % TRANSPORT_CLIENT_QUEUE];
+        for (size_t j = k; j > 0; j--) /* close the gap */
+            t->cq[(t->cq_head + j) % TRANSPORT_CLIENT_QUEUE] =
+                t->cq[(t->cq_head + j - 1) % TRANSPORT_CLIENT_QUEUE];
+        t->cq_head = (t->cq_head + 1) % TRANSPORT_CLIENT_QUEUE;
+        t->cq_len--;
+        self->handling = true;
+        self->conn = id;
+        return true;
+    }
+    return false;
+}
+
 static void *client_thread_main(void *arg)
 {
-    struct transport *t = arg;
+    struct client_thread *self = arg;
+    struct transport *t = self->t;
     pthread_mutex_lock(&t->cq_mtx);
     for (;;) {
-        while (t->cq_len == 0 && t->paused == NULL && !t->cq_stop)
-            pthread_cond_wait(&t->cq_cond, &t->cq_mtx);
         if (t->cq_stop)
             break;
-        t->cq_busy++;
         if (t->paused != NULL && t->cq_len < TRANSPORT_CLIENT_QUEUE) {
             struct in_conn *c = t->paused;
             t->paused = c->paused_next;
             if (t->paused == NULL)
                 t->paused_tail = NULL;
+            t->cq_busy++;
             pthread_mutex_unlock(&t->cq_mtx);
             conn_resume(c);
             pthread_mutex_lock(&t->cq_mtx);
             t->cq_busy--;
             continue;
         }
-        struct client_item it = t->cq[t->cq_head];
-        t->cq_head = (t->cq_head + 1) % TRANSPORT_CLIENT_QUEUE;
-        t->cq_len--;
+        struct client_item it;
+        if (!cq_take(t, self, &it)) {
+            pthread_cond_wait(&t->cq_cond, &t->cq_mtx);
+            continue;
+        }
+        t->cq_busy++;
         pthread_mutex_unlock(&t->cq_mtx);
         if (!t->o.on_recv(t->o.ctx, TRANSPORT_FROM_CLIENT, it.id, it.msg)) {
             atomic_fetch_add(&t->client_closed, 1);
@@ -510,6 +552,9 @@ static void *client_thread_main(void *arg)
         }
         pthread_mutex_lock(&t->cq_mtx);
         t->cq_busy--;
+        self->handling = false;
+        if (t->cq_len > 0 && t->cq_parallel) /* another may wait for this connection */
+            pthread_cond_broadcast(&t->cq_cond);
     }
     pthread_mutex_unlock(&t->cq_mtx);
     return NULL;
@@ -667,7 +712,8 @@ static void listener_stop(struct listener *ln)
 int transport_start(const struct transport_opts *o, struct transport **out, struct tally_err *err)
 {
     int rc = TALLY_OK;
-    if (o->n == 0 || o->n > TRANSPORT_MAX_PEERS || o->self >= o->n || o->on_recv == NULL)
+    if (o->n == 0 || o->n > TRANSPORT_MAX_PEERS || o->self >= o->n || o->on_recv == NULL ||
+        o->client_threads > TRANSPORT_MAX_CLIENT_THREADS)
         return tally_errf(err, TALLY_EINVAL, "transport: bad options");
     struct transport *t = calloc(1, sizeof(*t));
     if (t == NULL)
@@ -697,9 +743,14 @@ int transport_start(const struct transport_opts *o, struct transport **out, stru
     }
     nng_sleep_aio(TRANSPORT_REAP_MS, t->reap_aio);
     /* One client thread is enough when the replicas share a small machine. */
-    unsigned nthreads = sysconf(_SC_NPROCESSORS_ONLN) >= 8 ? 2 : 1;
+    unsigned nthreads = o->client_threads != 0               ? o->client_threads
+                        : sysconf(_SC_NPROCESSORS_ONLN) >= 8 ? 2
+                                                             : 1;
+    t->cq_parallel = nthreads > 1;
     for (unsigned i = 0; i < nthreads; i++) {
-        if (pthread_create(&t->cthreads[i], NULL, client_thread_main, t) != 0) {
+        t->cthreads[i].t = t;
+        if (pthread_create(&t->cthreads[i].thread, NULL, client_thread_main, &t->cthreads[i]) !=
+            0) {
             rc = tally_errf(err, TALLY_EIO, "transport: cannot start a client thread");
             goto fail;
         }
@@ -732,7 +783,7 @@ void transport_stop(struct transport *t)
         pthread_mutex_unlock(&t->cq_mtx);
     }
     for (unsigned i = 0; i < t->ncthreads; i++)
-        pthread_join(t->cthreads[i], NULL);
+        pthread_join(t->cthreads[i].thread, NULL);
     if (t->reap_aio != NULL)
         nng_aio_stop(t->reap_aio);
     for (uint32_t i = 0; i < t->o.n; i++)

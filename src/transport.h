@@ -33,8 +33,8 @@
  * thread (with no transport lock held: the replica takes a step there): no
  * thread hand-off on the replicas' critical path. A client's goes through a
  * bounded queue to a client thread (1, or 2 with 8 or more CPUs) that calls
- * on_recv, so that floods of client connections cannot hold the threads the
- * replicas' traffic needs; when that queue is full the connection stops
+ * on_recv (one connection's messages one at a time, in order), so that floods of client connections
+ * cannot hold the threads the replicas' traffic needs; when that queue is full the connection stops
  * reading until there is room (TCP slows the client; nothing is dropped).
  * A small client message (at most 2 KiB, a dozen transactions) that finds
  * the queue empty and no client thread at work goes to on_recv on the
@@ -90,6 +90,9 @@ struct transport_opts {
     transport_recv_fn on_recv;
     transport_read_done_fn peer_read_done; /* may be NULL */
     void *ctx;
+    /* Threads that handle client messages: 0 for the default (1, or 2 with
+     * 8 or more CPUs), else 1 or 2. */
+    unsigned client_threads;
 };
 
 struct transport_stats {
