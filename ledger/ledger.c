@@ -1394,7 +1394,7 @@ int ledger_sync(struct ledger *l, struct tally_err *err)
     return TALLY_OK;
 }
 
-int ledger_meta_flush(struct ledger *l, struct tally_err *err)
+static int meta_flush(struct ledger *l, bool deferred, struct tally_err *err)
 {
     if (rocksdb_writebatch_count(l->batch) == 0)
         return TALLY_OK;
@@ -1404,11 +1404,21 @@ int ledger_meta_flush(struct ledger *l, struct tally_err *err)
                           "at %llu: apply block %llu first (nothing written)",
                           (unsigned long long)l->cert_staged_max, (unsigned long long)l->height,
                           (unsigned long long)l->cert_staged_max);
-    int rc = db_write(l, false, err);
+    int rc = db_write(l, deferred, err);
     if (rc != TALLY_OK)
         return tally_err_wrap(err, "writing protocol state");
     batch_clear(l);
     return TALLY_OK;
+}
+
+int ledger_meta_flush(struct ledger *l, struct tally_err *err)
+{
+    return meta_flush(l, false, err);
+}
+
+int ledger_meta_flush_unsynced(struct ledger *l, struct tally_err *err)
+{
+    return meta_flush(l, true, err);
 }
 
 int ledger_put_meta(struct ledger *l, const void *key, size_t key_len, const void *val,

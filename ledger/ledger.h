@@ -222,6 +222,12 @@ int ledger_stage_meta_delete_range(struct ledger *l, const void *begin, size_t b
                                    const void *end, size_t end_len, struct tally_err *err);
 /* Write the staged changes now (no-op when none). */
 int ledger_meta_flush(struct ledger *l, struct tally_err *err);
+/* The same without an fsync on a ledger opened with defer_block_sync (as
+ * a block without staged meta: in RocksDB's write-ahead log, which survives
+ * a crash of the process; durable with the next synced write, ledger_sync or
+ * ledger_close), else synced as ledger_meta_flush. For staged meta the caller
+ * may lose in a power loss. */
+int ledger_meta_flush_unsynced(struct ledger *l, struct tally_err *err);
 
 /* defer_block_sync: true while a block written without an fsync is not yet
  * covered by a later synced write; ledger_sync makes it durable (fsync of

@@ -392,6 +392,12 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
     }
     if (rec->kind == PBFT_PERSIST_DISCARD_LOG)
         return TALLY_OK;
+    if (rec->kind == PBFT_PERSIST_HORIZON) {
+        p->has_horizon = p->has_floor = true;
+        p->horizon_view = p->floor_view = rec->view;
+        p->horizon_seq = p->floor_seq = rec->seq;
+        return TALLY_OK;
+    }
     if (rec->kind == PBFT_PERSIST_CHECKPOINT) {
         if (rec->cert == NULL || rec->seq != rec->cert->ck.height || rec->seq > p->last_executed)
             return TALLY_EINVAL;
@@ -440,12 +446,24 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
             p->next_seq = rec->seq;
         return TALLY_OK;
     }
-    case PBFT_PERSIST_PREPARE:
+    case PBFT_PERSIST_PREPARE: {
         s->view = rec->view;
         s->sent_prepare = true;
         s->prepare_from |= 1u << me;
         s->prepare_digest[me] = rec->digest;
+        /* Our PREPARE's signature goes into the prepared certificate should
+         * the slot become prepared now (and from there into our COMMIT record
+         * and VIEW-CHANGEs): sign it again. Ed25519 is deterministic, so it is
+         * the signature of the PREPARE we sent. */
+        struct msg_signer signer = {.ctx = p->io.ctx, .sign = p->io.sign};
+        msg_buf_reset(&p->out);
+        int rc =
+            msg_encode_phase(&p->out, MSG_PREPARE, me, rec->view, rec->seq, &rec->digest, &signer);
+        if (rc != TALLY_OK)
+            return rc;
+        memcpy(s->prepare_sig[me].b, p->out.data + p->out.len - TC_SIG_BYTES, TC_SIG_BYTES);
         return TALLY_OK;
+    }
     case PBFT_PERSIST_COMMIT: {
         bool same_batch =
             !s->has_pre_prepare || memcmp(s->digest.b, rec->digest.b, TC_HASH_BYTES) == 0;

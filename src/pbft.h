@@ -77,6 +77,8 @@ enum pbft_persist_kind {
     PBFT_PERSIST_DISCARD_LOG, /* entries with seq <= `seq` may be deleted */
     PBFT_PERSIST_CHECKPOINT,  /* a stable checkpoint certificate (cert), seq = its height,
                                * always <= the last executed seq (added, issue 4) */
+    PBFT_PERSIST_HORIZON,     /* the primary of `view` may have assigned seqs up to `seq`
+                               * in it: restarted, it assigns none there (see deferrable) */
 };
 
 struct pbft_persist {
@@ -97,6 +99,16 @@ struct pbft_persist {
      * replica still proves what it prepared in its VIEW-CHANGE. */
     uint32_t prepare_from;
     const tc_sig *prepare_sigs;
+    /* PREPREPARE only: the primary's own new proposal, at a seq its last
+     * HORIZON record covers. The shell may write it without an fsync before
+     * the send: a crash of the process loses nothing written, and a power
+     * loss that takes the record can make the primary forget the proposal
+     * but never propose another batch for that (view, seq), because a
+     * restored HORIZON record keeps it from proposing at or below its seq in
+     * that view (the view changes instead). Every message that depends on
+     * the proposal (our COMMIT, a VIEW-CHANGE) follows a synced write, which
+     * covers this one (docs/PROTOCOL.md, "What is persisted, and when"). */
+    bool deferrable;
 };
 
 /* What executing one batch produced (filled by io->execute). */
@@ -195,6 +207,12 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec);
  * deterministically: the same vote, never a conflicting one. Ignored at or
  * below the stable checkpoint. */
 void pbft_restore_checkpoint_vote(struct pbft *p, uint64_t seq, const struct pbft_exec_result *res);
+
+/* On a clean stop, after the last event: when we are the primary, persist
+ * a HORIZON record at the last seq we assigned (the shell then makes it
+ * durable with everything before it), so that the restarted replica goes on
+ * proposing in its view instead of waiting for a view change. */
+void pbft_release_horizon(struct pbft *p);
 
 /* Events. `now_ms` is the shell's monotonic clock. */
 void pbft_on_request(struct pbft *p, const struct ledger_tx *tx, const tc_hash *tx_hash,

@@ -106,6 +106,14 @@ struct pbft {
     uint64_t low;             /* low watermark h: accept h < seq <= h + window */
     uint64_t next_seq;        /* primary: the last sequence number assigned */
     uint64_t last_propose_ms; /* primary: when it last sent a PRE-PREPARE (0: never) */
+    /* primary: the last HORIZON record persisted (has_horizon): seqs up to
+     * horizon_seq in horizon_view are proposed without a synced record. */
+    bool has_horizon;
+    uint64_t horizon_view, horizon_seq;
+    /* Restored from a HORIZON record: proposals in floor_view at or below
+     * floor_seq may be lost, so none is made there (pbft_try_propose). */
+    bool has_floor;
+    uint64_t floor_view, floor_seq;
     uint64_t dropped;
     uint64_t now_ms; /* of the event being handled */
     bool failed;     /* a persist failed: no more promises */

@@ -201,9 +201,15 @@ static int slot_reserve(struct pbft_slot *s, uint32_t count)
     return TALLY_OK;
 }
 
+/* How far a HORIZON record reaches beyond the seq that needed it: one
+ * synced PRE-PREPARE record per this many proposals. */
+#define PBFT_HORIZON_AHEAD 256
+
 /* §4.2: "the primary assigns a sequence number, n, to the request, multicasts
  * a pre-prepare message with m piggybacked to all the backups, and appends the
- * message to its log." We persist it before it leaves. */
+ * message to its log." We persist it before it leaves: with a synced write
+ * when it needs a new HORIZON record, else with one that may be deferred
+ * (pbft_persist.deferrable). */
 static bool propose_one(struct pbft *p)
 {
     uint64_t seq = p->next_seq + 1;
@@ -238,12 +244,23 @@ static bool propose_one(struct pbft *p)
     if (msg_encode_pre_prepare(&p->out, p->cfg.id, p->view, seq, &b, &signer) != TALLY_OK)
         return false;
     memcpy(s->pp_sig.b, p->out.data + p->out.len - TC_SIG_BYTES, TC_SIG_BYTES);
+    bool covered = p->has_horizon && p->horizon_view == p->view && seq <= p->horizon_seq;
+    if (!covered) {
+        struct pbft_persist hz = {
+            .kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = seq + PBFT_HORIZON_AHEAD};
+        if (!pbft_persist_rec(p, &hz))
+            return false;
+        p->has_horizon = true;
+        p->horizon_view = hz.view;
+        p->horizon_seq = hz.seq;
+    }
     struct pbft_persist rec = {.kind = PBFT_PERSIST_PREPREPARE,
                                .view = p->view,
                                .seq = seq,
                                .digest = s->digest,
                                .batch = &b,
-                               .sig = s->pp_sig};
+                               .sig = s->pp_sig,
+                               .deferrable = covered};
     if (!pbft_persist_rec(p, &rec))
         return false;
     s->has_pre_prepare = true;
@@ -253,6 +270,18 @@ static bool propose_one(struct pbft *p)
     /* The encoder scratch still holds the pre-prepare: send it now. */
     p->io.send(p->io.ctx, PBFT_BROADCAST, p->out.data, p->out.len);
     return true;
+}
+
+void pbft_release_horizon(struct pbft *p)
+{
+    if (p->failed || !pbft_is_primary(p) || !p->has_horizon || p->horizon_view != p->view ||
+        p->horizon_seq <= p->next_seq)
+        return;
+    if (p->has_floor && p->floor_view == p->view && p->next_seq < p->floor_seq)
+        return; /* restarted there: what was assigned up to floor_seq is not known */
+    struct pbft_persist hz = {.kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = p->next_seq};
+    if (pbft_persist_rec(p, &hz))
+        p->horizon_seq = hz.seq;
 }
 
 void pbft_try_propose(struct pbft *p, uint64_t now_ms)
@@ -267,6 +296,8 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
             return; /* pipeline full */
         if (!pbft_in_window(p, p->next_seq + 1))
             return; /* above the high watermark */
+        if (p->has_floor && p->floor_view == p->view && p->next_seq + 1 <= p->floor_seq)
+            return; /* restarted: a proposal there may be lost; the view changes instead */
         uint64_t oldest = p->queue[p->qhead & (p->qcap - 1)].arrived_ms;
         bool full = p->qlive >= p->cfg.batch_max_txs;
         bool waited = now_ms >= oldest && now_ms - oldest >= p->cfg.batch_timeout_ms;

@@ -105,8 +105,12 @@ struct replica {
     uint8_t *meta_buf;
     size_t meta_cap;
     bool staged;
+    bool staged_sync;     /* ... and a staged record must be synced before the sends */
     uint64_t unsynced_ms; /* when a block went out without an fsync (0: none pending) */
     uint64_t persisted_hi, persisted_lo;
+    /* The kernel's boot id (all zeros: unknown), stored with the HORIZON
+     * record: restarted in the same boot, the replica lost no write. */
+    uint8_t boot_id[REPLICA_BOOT_ID_BYTES];
     uint8_t *sig_ok;
     size_t sig_ok_cap;
     struct reply_item *items;
@@ -147,6 +151,21 @@ static uint64_t get_be64(const uint8_t *p)
     for (int i = 0; i < 8; i++)
         v = (v << 8) | p[i];
     return v;
+}
+
+/* The kernel's id of this boot (/proc/sys/kernel/random/boot_id, a UUID in
+ * text); zeros when it cannot be read, which then matches no boot. */
+static void read_boot_id(uint8_t out[REPLICA_BOOT_ID_BYTES])
+{
+    memset(out, 0, REPLICA_BOOT_ID_BYTES);
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f == NULL)
+        return;
+    char text[REPLICA_BOOT_ID_BYTES + 2] = {0};
+    if (fgets(text, sizeof(text), f) == NULL || strlen(text) < REPLICA_BOOT_ID_BYTES)
+        memset(text, 0, sizeof(text));
+    fclose(f);
+    memcpy(out, text, REPLICA_BOOT_ID_BYTES);
 }
 
 static void fail(struct replica *r, const struct tally_err *err, const char *what)
@@ -519,6 +538,14 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
                  rec->cert->count);
         break;
     }
+    case PBFT_PERSIST_HORIZON: {
+        uint8_t v[16 + REPLICA_BOOT_ID_BYTES];
+        put_be64(v, rec->view);
+        put_be64(v + 8, rec->seq);
+        memcpy(v + 16, r->boot_id, REPLICA_BOOT_ID_BYTES);
+        rc = ledger_stage_meta_put(r->ledger, "hz", 2, v, sizeof(v), &err);
+        break;
+    }
     case PBFT_PERSIST_DISCARD_LOG: {
         static const char *const prefixes[] = {"pp", "pr", "cm"};
         uint8_t begin[10], end[10];
@@ -542,6 +569,8 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         return rc;
     }
     r->staged = true;
+    if (!(rec->kind == PBFT_PERSIST_PREPREPARE && rec->deferrable))
+        r->staged_sync = true;
     return 0;
 }
 
@@ -679,6 +708,15 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         return;
     }
     r->sig_ok_cap = cap;
+    /* Staged records that need no fsync go out first, on their own: with them
+     * in its WriteBatch the block would be synced. */
+    if (r->staged && !r->staged_sync) {
+        if (ledger_meta_flush_unsynced(r->ledger, &err) != 0) {
+            fail(r, &err, "writing protocol state");
+            return;
+        }
+        r->staged = false;
+    }
     for (uint32_t i = 0; i < n; i++)
         r->sig_ok[i] = (uint8_t)verifier_tx_sig_ok(
             r->verifier, batch->tx_bytes + (size_t)i * LEDGER_TX_BYTES, &tx_hashes[i]);
@@ -690,7 +728,7 @@ static void io_execute(void *ctx, uint64_t view, uint64_t seq, const struct msg_
         fail(r, &err, what);
         return;
     }
-    r->staged = false; /* staged promises rode along in the block's WriteBatch */
+    r->staged = r->staged_sync = false; /* staged promises rode along in the block's WriteBatch */
     slim_pre_prepare(r, seq);
     out->block_hash = res.block_hash;
     out->state_digest = res.state_digest;
@@ -1172,13 +1210,15 @@ static void end_step(struct replica *r, uint64_t now)
 {
     if (r->staged) {
         struct tally_err err = {0};
-        if (ledger_meta_flush(r->ledger, &err) != 0) {
+        int rc = r->staged_sync ? ledger_meta_flush(r->ledger, &err)
+                                : ledger_meta_flush_unsynced(r->ledger, &err);
+        if (rc != 0) {
             fail(r, &err, "writing protocol state");
             r->nsends = 0;
             r->out_bytes.len = 0;
             return;
         }
-        r->staged = false;
+        r->staged = r->staged_sync = false;
     }
     if (atomic_load(&r->failed)) {
         r->nsends = 0;
@@ -1404,6 +1444,35 @@ static int restore_state(struct replica *r, struct tally_err *err)
         if ((rc = pbft_restore(r->core, &rec)) != 0)
             return tally_errf(err, rc, "restoring view %llu", (unsigned long long)view);
     }
+    void *hz = NULL;
+    size_t hz_len = 0;
+    if ((rc = ledger_get_meta(r->ledger, "hz", 2, &hz, &hz_len, &found, err)) != 0)
+        return rc;
+    if (found) {
+        if (hz_len != 16 + REPLICA_BOOT_ID_BYTES) {
+            free(hz);
+            return tally_errf(err, TALLY_ECORRUPT, "protocol state 'hz' has %zu bytes", hz_len);
+        }
+        static const uint8_t unknown[REPLICA_BOOT_ID_BYTES];
+        const uint8_t *at = hz;
+        struct pbft_persist rec = {
+            .kind = PBFT_PERSIST_HORIZON, .view = get_be64(at), .seq = get_be64(at + 8)};
+        /* In the boot that wrote it, every write the last process made is
+         * there (the page cache outlives a process): no proposal was lost,
+         * and the record is not restored. After a reboot (an OS crash, a
+         * power loss) it is: see pbft_persist.deferrable. */
+        bool same_boot = memcmp(at + 16, r->boot_id, REPLICA_BOOT_ID_BYTES) == 0 &&
+                         memcmp(r->boot_id, unknown, REPLICA_BOOT_ID_BYTES) != 0;
+        free(hz);
+        if (!same_boot) {
+            if ((rc = pbft_restore(r->core, &rec)) != 0)
+                return tally_errf(err, rc, "restoring the proposal horizon");
+            LOG_INFO("L0521",
+                     "first start since a reboot: no proposals in view %llu up to seq %llu "
+                     "(some may have been lost unsynced; the view changes instead)",
+                     (unsigned long long)rec.view, (unsigned long long)rec.seq);
+        }
+    }
     if ((rc = get_meta_u64(r->ledger, "lo", &lo, &found, err)) != 0 ||
         (rc = get_meta_u64(r->ledger, "hi", &hi, &found, err)) != 0)
         return rc;
@@ -1601,6 +1670,7 @@ int replica_start(const struct replica_opts *o, struct replica **out, struct tal
         vo.replica_keys[i] = cfg->replicas[i].pk;
     if ((rc = verifier_start(&vo, &r->verifier, err)) != 0)
         goto fail;
+    read_boot_id(r->boot_id);
     if ((rc = restore_state(r, err)) != 0) {
         if (strstr(err->msg, o->data_dir) == NULL) /* name it once */
             tally_err_wrap(err, "data directory %s: ", o->data_dir);
@@ -1658,12 +1728,16 @@ void replica_stop(struct replica *r)
     if (r->loop_started)
         pthread_join(r->loop, NULL);
     /* Only steps used the ledger: make it durable and close it now,
-     * before the sockets (whose teardown is NNG's business). */
+     * before the sockets (whose teardown is NNG's business). A primary
+     * records the last seq it assigned, so that it goes on leading when it
+     * comes back (pbft_release_horizon). */
+    if (r->core != NULL && r->ledger != NULL && !atomic_load(&r->failed))
+        pbft_release_horizon(r->core);
     if (r->ledger != NULL && r->staged) {
         struct tally_err err = {0};
         if (ledger_meta_flush(r->ledger, &err) != 0)
             LOG_ERROR("L0509", "writing protocol state: %s", tally_err_text(&err));
-        r->staged = false;
+        r->staged = r->staged_sync = false;
     }
     ledger_close(r->ledger);
     r->ledger = NULL;

@@ -14,7 +14,9 @@
  * During a step the core's promises (io->persist) are staged in the ledger's
  * protocol key space and its sends are buffered; at the end of the step the
  * staged promises are written with ONE synced RocksDB write (or ride along in
- * the WriteBatch of a block executed in the same step) and only then are the
+ * the WriteBatch of a block executed in the same step; when the only ones
+ * are the primary's deferrable PRE-PREPARE records, the write is not synced,
+ * see pbft_persist.deferrable) and only then are the
  * buffered sends flushed (persist-before-send). Executing a committed batch
  * applies it as one block (signatures already verified by the pool) and sends
  * ONE signed REPLY per client connection per block.
@@ -27,6 +29,9 @@
  *   "pr" || seq       u64 view, 32 digest          (own PREPARE sent)
  *   "cm" || seq       u64 view, 32 digest          (own COMMIT sent)
  *   "lo" / "hi"       u64: entries <= lo were discarded; highest seq stored
+ *   "hz"              u64 view, u64 seq, 36 boot id: the primary's proposal
+ *                     horizon (PBFT_PERSIST_HORIZON) and the kernel boot
+ *                     that wrote it (restored only after a reboot)
  *
  * Prefix: replica_. */
 #ifndef TALLY_REPLICA_H
@@ -38,6 +43,8 @@
 #include "config/config.h"
 #include "crypto/crypto.h"
 #include "src/err.h"
+
+#define REPLICA_BOOT_ID_BYTES 36 /* /proc/sys/kernel/random/boot_id, without the newline */
 
 struct replica_opts {
     const struct tally_config *cfg; /* must outlive the replica */

@@ -86,6 +86,7 @@ struct sim_prec {
     uint8_t *bytes;
     uint32_t prepare_from; /* COMMIT: the prepared certificate (0: none written) */
     tc_sig sigs[PBFT_MAX_REPLICAS];
+    bool unsynced; /* a deferrable PRE-PREPARE no synced write has covered yet */
 };
 
 /* Signature verdicts, direct-mapped by a hash of (key, bytes, signature):
@@ -115,6 +116,17 @@ struct sim_replica {
     size_t nrecs, caprecs;
     bool has_view, view_changing;
     uint64_t view, persisted_lo, persisted_hi;
+    /* power_loss: the records that unsynced ones replaced (a power loss
+     * brings them back) and "hi" as of the last synced write. */
+    struct sim_prec *undo;
+    size_t nundo, capundo;
+    uint64_t synced_hi;
+    bool has_horizon; /* the HORIZON record (durable: written with synced steps only) */
+    uint64_t horizon_view, horizon_seq;
+    /* Boots: a power loss is a new one. tallyd restores the HORIZON record
+     * only in another boot than the one that wrote it (a crash of the
+     * process alone loses no write). */
+    uint64_t boot, horizon_boot;
     struct ledger_cert *certs; /* stable certificates, ascending heights (durable) */
     size_t ncerts, capcerts;
     uint8_t replay[512]; /* noisy replica: an old message to send again */
@@ -201,6 +213,18 @@ struct sim {
     } late[SIM_MAX_LATE_RECEIPTS]; /* power_loss: see client_receipt */
     uint32_t nlate;
     struct sim_link held[PBFT_MAX_REPLICAS][PBFT_MAX_REPLICAS]; /* [from][to] */
+    /* Every PRE-PREPARE a correct replica sent, by (sender, view, seq): no
+     * correct replica may ever send two batches for one (view, seq), also
+     * not after a restart (pp_seen_check). Open addressing, power of 2. */
+    struct sim_pp_seen *pps;
+    size_t npps, cappps;
+};
+
+struct sim_pp_seen {
+    bool used;
+    uint32_t from;
+    uint64_t view, seq;
+    tc_hash digest;
 };
 
 static uint64_t rnd(struct sim *s, uint64_t below)
@@ -501,8 +525,16 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
     struct sim_replica *r = ctx;
     if (r->dying)
         return TALLY_OK; /* staged, never flushed: the process is gone */
-    r->synced_in_step = true;
+    bool deferred = rec->kind == PBFT_PERSIST_PREPREPARE && rec->deferrable;
+    if (!deferred)
+        r->synced_in_step = true;
     switch (rec->kind) {
+    case PBFT_PERSIST_HORIZON:
+        r->has_horizon = true;
+        r->horizon_view = rec->view;
+        r->horizon_seq = rec->seq;
+        r->horizon_boot = r->boot;
+        return TALLY_OK;
     case PBFT_PERSIST_CHECKPOINT: {
         /* The shell checks a certificate against its own ledger before
          * storing it (tallyd does the same). */
@@ -548,6 +580,11 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         if (!grow((void **)&r->recs, &r->caprecs, r->nrecs + 1, sizeof(*r->recs)))
             return TALLY_ENOMEM;
         p = &r->recs[r->nrecs++];
+    } else if (deferred && !p->unsynced) {
+        /* A power loss before the next synced write brings the old one back. */
+        if (!grow((void **)&r->undo, &r->capundo, r->nundo + 1, sizeof(*r->undo)))
+            return TALLY_ENOMEM;
+        r->undo[r->nundo++] = *p;
     } else {
         free(p->bytes);
     }
@@ -569,6 +606,7 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         p->batch.count = count;
         p->batch.tx_bytes = p->bytes;
         p->sig = rec->sig;
+        p->unsynced = deferred;
     }
     /* tallyd writes the certificate only when there are signatures to write. */
     if (rec->kind == PBFT_PERSIST_COMMIT && rec->prepare_sigs != NULL && rec->prepare_from != 0) {
@@ -764,9 +802,64 @@ static void noise(struct sim_replica *r, int to, const uint8_t *bytes, size_t le
     }
 }
 
+static size_t pp_seen_slot(const struct sim *s, uint32_t from, uint64_t view, uint64_t seq)
+{
+    uint64_t x = (view * 0x9e3779b97f4a7c15ull) ^ (seq * 0xc2b2ae3d27d4eb4full) ^ from;
+    x ^= x >> 31;
+    size_t j = (size_t)x & (s->cappps - 1);
+    while (s->pps[j].used &&
+           !(s->pps[j].from == from && s->pps[j].view == view && s->pps[j].seq == seq))
+        j = (j + 1) & (s->cappps - 1);
+    return j;
+}
+
+/* A correct replica's PRE-PREPARE: the first batch it sent for its (view,
+ * seq) must be the only one, whatever crashes and power losses came between
+ * (a restarted primary that forgot a proposal must not make another). */
+static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t len)
+{
+    struct sim *s = r->sim;
+    struct msg m;
+    struct tally_err err = {0};
+    if (r->byzantine || msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK ||
+        m.type != MSG_PRE_PREPARE || m.sender != r->id)
+        return; /* our own retransmission of another primary's carries its sender */
+    if (2 * (s->npps + 1) > s->cappps) {
+        size_t old_cap = s->cappps;
+        struct sim_pp_seen *old = s->pps;
+        s->cappps = old_cap ? 2 * old_cap : 1024;
+        s->pps = calloc(s->cappps, sizeof(*s->pps));
+        if (s->pps == NULL) {
+            s->oom = true;
+            s->pps = old;
+            s->cappps = old_cap;
+            return;
+        }
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].used)
+                s->pps[pp_seen_slot(s, old[i].from, old[i].view, old[i].seq)] = old[i];
+        free(old);
+    }
+    uint64_t view = m.u.pre_prepare.view, seq = m.u.pre_prepare.seq;
+    struct sim_pp_seen *e = &s->pps[pp_seen_slot(s, r->id, view, seq)];
+    if (!e->used) {
+        *e = (struct sim_pp_seen){.used = true,
+                                  .from = r->id,
+                                  .view = view,
+                                  .seq = seq,
+                                  .digest = m.u.pre_prepare.digest};
+        s->npps++;
+    } else if (memcmp(e->digest.b, m.u.pre_prepare.digest.b, TC_HASH_BYTES) != 0) {
+        violation(s, "correct replica %u sent two different pre-prepares for view %llu seq %llu",
+                  r->id, (unsigned long long)view, (unsigned long long)seq);
+    }
+}
+
 static void io_send_plain(struct sim_replica *r, int to, const uint8_t *bytes, size_t len)
 {
     struct sim *s = r->sim;
+    if (len > 4 && bytes[4] == MSG_PRE_PREPARE)
+        pp_seen_check(r, bytes, len);
     if (s->sc->noisy_replica == (int)r->id)
         noise(r, to, bytes, len);
     if (to == PBFT_BROADCAST) {
@@ -1494,14 +1587,48 @@ static void deliver_client(struct sim *s, struct sim_client *c, const uint8_t *b
 
 /* --- crash and restart --------------------------------------------------------------- */
 
+/* A synced write covers every write before it (one write-ahead log). */
+static void recs_synced(struct sim_replica *r)
+{
+    for (size_t i = 0; i < r->nrecs; i++)
+        r->recs[i].unsynced = false;
+    for (size_t i = 0; i < r->nundo; i++)
+        free(r->undo[i].bytes);
+    r->nundo = 0;
+    r->synced_hi = r->persisted_hi;
+}
+
+/* Power loss: the records no synced write covered are gone, the ones they
+ * replaced are back, and so is "hi" (tallyd writes it with them). */
+static void recs_rollback(struct sim_replica *r)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < r->nrecs; i++) {
+        if (r->recs[i].unsynced) {
+            free(r->recs[i].bytes);
+            continue;
+        }
+        r->recs[keep++] = r->recs[i];
+    }
+    r->nrecs = keep;
+    for (size_t i = 0; i < r->nundo; i++) /* room: each replaced a record dropped above */
+        r->recs[r->nrecs++] = r->undo[i];
+    r->nundo = 0;
+    r->persisted_hi = r->synced_hi;
+}
+
 /* Down from now: neither sends nor receives; with power_loss its ledger also
- * loses the blocks no synced write covered. */
+ * loses the blocks no synced write covered, and its protocol state the
+ * records. */
 static void replica_crash(struct sim *s, struct sim_replica *r)
 {
     r->down = true;
     links_crashed(s, r->id);
-    if (s->sc->power_loss)
+    if (s->sc->power_loss) {
         model_rollback(s, &r->ledger, r->synced_height);
+        recs_rollback(r);
+        r->boot++;
+    }
 }
 
 /* A restart restores what tallyd's restore_state restores (src/replica.c), in
@@ -1533,6 +1660,11 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
                     &(struct pbft_persist){.kind = PBFT_PERSIST_VIEW,
                                            .view = r->view,
                                            .view_changing = r->view_changing});
+    if (r->has_horizon && r->horizon_boot != r->boot)
+        restore_rec(s, r,
+                    &(struct pbft_persist){.kind = PBFT_PERSIST_HORIZON,
+                                           .view = r->horizon_view,
+                                           .seq = r->horizon_seq});
     uint64_t first = r->persisted_lo + 1, hi = r->persisted_hi, span = 2 * s->cfg.window;
     if (hi > span && first < hi - span)
         first = hi - span;
@@ -1903,8 +2035,10 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         free(ev.bytes);
         for (uint32_t j = 0; j < s->n; j++) {
             struct sim_replica *r = &s->rep[j];
-            if (r->synced_in_step && !r->down)
+            if (r->synced_in_step && !r->down) {
                 r->synced_height = r->ledger.height;
+                recs_synced(r);
+            }
             r->synced_in_step = false;
         }
         check_invariants(s);
@@ -1956,7 +2090,11 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
         for (size_t i = 0; i < r->nrecs; i++)
             free(r->recs[i].bytes);
         free(r->recs);
+        for (size_t i = 0; i < r->nundo; i++)
+            free(r->undo[i].bytes);
+        free(r->undo);
     }
+    free(s->pps);
     for (uint32_t c = 0; c < sc->clients; c++)
         tc_keypair_free(&s->cl[c].kp);
     free(s->ref);

@@ -589,6 +589,21 @@ static void test_deferred_block_sync(void **state)
     assert_int_equal(ledger_sync(l, &err), TALLY_OK);
     assert_false(ledger_unsynced(l));
     assert_int_equal(ledger_sync(l, &err), TALLY_OK); /* nothing to do */
+    /* Meta the caller may lose in a power loss (the primary's deferrable
+     * PRE-PREPARE records): written without an fsync, then covered. */
+    assert_int_equal(ledger_stage_meta_put(l, "k", 1, "x", 1, &err), TALLY_OK);
+    assert_int_equal(ledger_meta_flush_unsynced(l, &err), TALLY_OK);
+    assert_true(ledger_unsynced(l));
+    void *got_val = NULL;
+    size_t got_len = 0;
+    bool found = false;
+    assert_int_equal(ledger_get_meta(l, "k", 1, &got_val, &got_len, &found, &err), TALLY_OK);
+    assert_true(found && got_len == 1 && memcmp(got_val, "x", 1) == 0);
+    free(got_val);
+    apply_workload(l, 1, n); /* nothing staged: deferred too */
+    assert_true(ledger_unsynced(l));
+    assert_int_equal(ledger_put_meta(l, "k", 1, "y", 1, &err), TALLY_OK);
+    assert_false(ledger_unsynced(l));
     ledger_close(l);
 
     /* Without sync there is nothing to defer. */
@@ -596,9 +611,12 @@ static void test_deferred_block_sync(void **state)
     assert_int_equal(ledger_open_opts(dir, &nosync, &l, &err), TALLY_OK);
     apply_workload(l, 1, n);
     assert_false(ledger_unsynced(l));
+    assert_int_equal(ledger_stage_meta_put(l, "k", 1, "z", 1, &err), TALLY_OK);
+    assert_int_equal(ledger_meta_flush_unsynced(l, &err), TALLY_OK);
+    assert_false(ledger_unsynced(l));
     ledger_close(l);
 
-    /* kill -9 right after three deferred blocks: all three are there. */
+    /* kill -9 right after unsynced meta and three deferred blocks: all there. */
     int up[2];
     assert_int_equal(pipe(up), 0);
     pid_t pid = fork();
@@ -606,7 +624,9 @@ static void test_deferred_block_sync(void **state)
     if (pid == 0) {
         struct ledger *c = NULL;
         struct tally_err e = {0};
-        if (ledger_open_opts(dir, &o, &c, &e) != TALLY_OK)
+        if (ledger_open_opts(dir, &o, &c, &e) != TALLY_OK ||
+            ledger_stage_meta_put(c, "d", 1, "q", 1, &e) != TALLY_OK ||
+            ledger_meta_flush_unsynced(c, &e) != TALLY_OK)
             _exit(2);
         apply_workload(c, 3, n);
         tc_hash head;
@@ -633,10 +653,16 @@ static void test_deferred_block_sync(void **state)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     assert_int_equal(ledger_open_opts(dir, &o, &l, &err), TALLY_OK);
-    assert_true(ledger_height(l) == 8);
+    assert_true(ledger_height(l) == 9);
     tc_hash head;
     ledger_head_hash(l, &head);
     assert_memory_equal(head.b, msg + 1, TC_HASH_BYTES);
+    void *d = NULL;
+    size_t d_len = 0;
+    bool d_found = false;
+    assert_int_equal(ledger_get_meta(l, "d", 1, &d, &d_len, &d_found, &err), TALLY_OK);
+    assert_true(d_found && d_len == 1 && memcmp(d, "q", 1) == 0);
+    free(d);
     ledger_close(l);
     close(up[0]);
     close(up[1]);
