@@ -392,6 +392,12 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
     }
     if (rec->kind == PBFT_PERSIST_DISCARD_LOG)
         return TALLY_OK;
+    if (rec->kind == PBFT_PERSIST_ASSIGNED) {
+        p->has_assigned = true;
+        p->assigned_view = rec->view;
+        p->assigned_seq = rec->seq;
+        return TALLY_OK;
+    }
     if (rec->kind == PBFT_PERSIST_HORIZON) {
         p->has_horizon = p->has_floor = true;
         p->horizon_view = p->floor_view = rec->view;

@@ -79,6 +79,9 @@ enum pbft_persist_kind {
                                * always <= the last executed seq (added, issue 4) */
     PBFT_PERSIST_HORIZON,     /* the primary of `view` may have assigned seqs up to `seq`
                                * in it: restarted, it assigns none there (see deferrable) */
+    PBFT_PERSIST_ASSIGNED,    /* the new primary of `view` re-proposed up to `seq` in its
+                               * NEW-VIEW, also seqs beyond its window that get no record:
+                               * restarted, it numbers on after `seq` (always restored) */
 };
 
 struct pbft_persist {

@@ -114,6 +114,10 @@ struct pbft {
      * floor_seq may be lost, so none is made there (pbft_try_propose). */
     bool has_floor;
     uint64_t floor_view, floor_seq;
+    /* Restored from an ASSIGNED record: in assigned_view, number on after
+     * assigned_seq (pbft_try_propose). */
+    bool has_assigned;
+    uint64_t assigned_view, assigned_seq;
     uint64_t dropped;
     uint64_t now_ms; /* of the event being handled */
     bool failed;     /* a persist failed: no more promises */

@@ -288,6 +288,10 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
 {
     if (p->failed || !pbft_is_primary(p) || !p->view_active)
         return;
+    /* Restarted after leading a NEW-VIEW: its re-proposals beyond our window
+     * left no records to number on from. */
+    if (p->has_assigned && p->assigned_view == p->view && p->next_seq < p->assigned_seq)
+        p->next_seq = p->assigned_seq;
     for (;;) {
         queue_compact(p);
         if (p->qlive == 0)

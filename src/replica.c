@@ -538,6 +538,13 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
                  rec->cert->count);
         break;
     }
+    case PBFT_PERSIST_ASSIGNED: {
+        uint8_t v[16];
+        put_be64(v, rec->view);
+        put_be64(v + 8, rec->seq);
+        rc = ledger_stage_meta_put(r->ledger, "as", 2, v, sizeof(v), &err);
+        break;
+    }
     case PBFT_PERSIST_HORIZON: {
         uint8_t v[16 + REPLICA_BOOT_ID_BYTES];
         put_be64(v, rec->view);
@@ -1443,6 +1450,22 @@ static int restore_state(struct replica *r, struct tally_err *err)
             .kind = PBFT_PERSIST_VIEW, .view = view, .view_changing = have && changing != 0};
         if ((rc = pbft_restore(r->core, &rec)) != 0)
             return tally_errf(err, rc, "restoring view %llu", (unsigned long long)view);
+    }
+    void *as = NULL;
+    size_t as_len = 0;
+    if ((rc = ledger_get_meta(r->ledger, "as", 2, &as, &as_len, &found, err)) != 0)
+        return rc;
+    if (found) {
+        if (as_len != 16) {
+            free(as);
+            return tally_errf(err, TALLY_ECORRUPT, "protocol state 'as' has %zu bytes", as_len);
+        }
+        struct pbft_persist rec = {.kind = PBFT_PERSIST_ASSIGNED,
+                                   .view = get_be64(as),
+                                   .seq = get_be64((uint8_t *)as + 8)};
+        free(as);
+        if ((rc = pbft_restore(r->core, &rec)) != 0)
+            return tally_errf(err, rc, "restoring the new view's re-proposals");
     }
     void *hz = NULL;
     size_t hz_len = 0;

@@ -29,6 +29,8 @@
  *   "pr" || seq       u64 view, 32 digest          (own PREPARE sent)
  *   "cm" || seq       u64 view, 32 digest          (own COMMIT sent)
  *   "lo" / "hi"       u64: entries <= lo were discarded; highest seq stored
+ *   "as"              u64 view, u64 seq: how far our NEW-VIEW as the new
+ *                     primary re-proposed (PBFT_PERSIST_ASSIGNED)
  *   "hz"              u64 view, u64 seq, 36 boot id: the primary's proposal
  *                     horizon (PBFT_PERSIST_HORIZON) and the kernel boot
  *                     that wrote it (restored only after a reboot)

@@ -527,8 +527,15 @@ static void enter_view(struct pbft *p, uint64_t w, const struct msg *vcs,
         p->next_seq = sel->max_s;
     if (p->next_seq < p->last_executed)
         p->next_seq = p->last_executed;
-    if (primary)
+    if (primary) {
         p->next_seq = sel->max_s > p->last_executed ? sel->max_s : p->last_executed;
+        /* Re-proposals beyond our window got no record above: remember how
+         * far they went, or a restart would number some of those seqs
+         * again, with other batches. */
+        struct pbft_persist as = {.kind = PBFT_PERSIST_ASSIGNED, .view = w, .seq = p->next_seq};
+        if (!pbft_persist_rec(p, &as))
+            return;
+    }
     free(p->nv_bytes);
     p->nv_len = 0;
     p->nv_bytes = malloc(nv->signed_len + TC_SIG_BYTES);

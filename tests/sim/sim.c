@@ -127,6 +127,8 @@ struct sim_replica {
      * only in another boot than the one that wrote it (a crash of the
      * process alone loses no write). */
     uint64_t boot, horizon_boot;
+    bool has_assigned; /* the ASSIGNED record (durable: written in synced steps) */
+    uint64_t assigned_view, assigned_seq;
     struct ledger_cert *certs; /* stable certificates, ascending heights (durable) */
     size_t ncerts, capcerts;
     uint8_t replay[512]; /* noisy replica: an old message to send again */
@@ -529,6 +531,11 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
     if (!deferred)
         r->synced_in_step = true;
     switch (rec->kind) {
+    case PBFT_PERSIST_ASSIGNED:
+        r->has_assigned = true;
+        r->assigned_view = rec->view;
+        r->assigned_seq = rec->seq;
+        return TALLY_OK;
     case PBFT_PERSIST_HORIZON:
         r->has_horizon = true;
         r->horizon_view = rec->view;
@@ -813,17 +820,12 @@ static size_t pp_seen_slot(const struct sim *s, uint32_t from, uint64_t view, ui
     return j;
 }
 
-/* A correct replica's PRE-PREPARE: the first batch it sent for its (view,
- * seq) must be the only one, whatever crashes and power losses came between
- * (a restarted primary that forgot a proposal must not make another). */
-static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t len)
+/* One batch a correct replica proposed for (view, seq): the first one must
+ * be the only one, whatever crashes and power losses came between (a
+ * restarted primary that forgot a proposal must not make another). */
+static void pp_seen(struct sim_replica *r, uint64_t view, uint64_t seq, const tc_hash *digest)
 {
     struct sim *s = r->sim;
-    struct msg m;
-    struct tally_err err = {0};
-    if (r->byzantine || msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK ||
-        m.type != MSG_PRE_PREPARE || m.sender != r->id)
-        return; /* our own retransmission of another primary's carries its sender */
     if (2 * (s->npps + 1) > s->cappps) {
         size_t old_cap = s->cappps;
         struct sim_pp_seen *old = s->pps;
@@ -840,25 +842,43 @@ static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t le
                 s->pps[pp_seen_slot(s, old[i].from, old[i].view, old[i].seq)] = old[i];
         free(old);
     }
-    uint64_t view = m.u.pre_prepare.view, seq = m.u.pre_prepare.seq;
     struct sim_pp_seen *e = &s->pps[pp_seen_slot(s, r->id, view, seq)];
     if (!e->used) {
-        *e = (struct sim_pp_seen){.used = true,
-                                  .from = r->id,
-                                  .view = view,
-                                  .seq = seq,
-                                  .digest = m.u.pre_prepare.digest};
+        *e = (struct sim_pp_seen){
+            .used = true, .from = r->id, .view = view, .seq = seq, .digest = *digest};
         s->npps++;
-    } else if (memcmp(e->digest.b, m.u.pre_prepare.digest.b, TC_HASH_BYTES) != 0) {
-        violation(s, "correct replica %u sent two different pre-prepares for view %llu seq %llu",
+    } else if (memcmp(e->digest.b, digest->b, TC_HASH_BYTES) != 0) {
+        violation(s, "correct replica %u proposed two different batches for view %llu seq %llu",
                   r->id, (unsigned long long)view, (unsigned long long)seq);
+    }
+}
+
+/* A correct replica's PRE-PREPARE, or its NEW-VIEW's re-proposals. */
+static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t len)
+{
+    struct msg m;
+    struct tally_err err = {0};
+    if (r->byzantine || msg_decode(bytes, len, SIM_MAX_BODY, &m, &err) != TALLY_OK ||
+        m.sender != r->id)
+        return; /* our own retransmission of another primary's carries its sender */
+    if (m.type == MSG_PRE_PREPARE) {
+        pp_seen(r, m.u.pre_prepare.view, m.u.pre_prepare.seq, &m.u.pre_prepare.digest);
+    } else if (m.type == MSG_NEW_VIEW) {
+        struct msg_iter it;
+        struct msg_nv_prop prop;
+        msg_nv_prop_iter(&m, &it);
+        while (msg_nv_prop_next(&it, &prop)) {
+            tc_hash d;
+            msg_batch_digest(&prop.batch, &d);
+            pp_seen(r, m.u.new_view.view, prop.seq, &d);
+        }
     }
 }
 
 static void io_send_plain(struct sim_replica *r, int to, const uint8_t *bytes, size_t len)
 {
     struct sim *s = r->sim;
-    if (len > 4 && bytes[4] == MSG_PRE_PREPARE)
+    if (len > 4 && (bytes[4] == MSG_PRE_PREPARE || bytes[4] == MSG_NEW_VIEW))
         pp_seen_check(r, bytes, len);
     if (s->sc->noisy_replica == (int)r->id)
         noise(r, to, bytes, len);
@@ -1660,6 +1680,11 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
                     &(struct pbft_persist){.kind = PBFT_PERSIST_VIEW,
                                            .view = r->view,
                                            .view_changing = r->view_changing});
+    if (r->has_assigned)
+        restore_rec(s, r,
+                    &(struct pbft_persist){.kind = PBFT_PERSIST_ASSIGNED,
+                                           .view = r->assigned_view,
+                                           .seq = r->assigned_seq});
     if (r->has_horizon && r->horizon_boot != r->boot)
         restore_rec(s, r,
                     &(struct pbft_persist){.kind = PBFT_PERSIST_HORIZON,

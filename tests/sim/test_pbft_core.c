@@ -508,6 +508,22 @@ static void test_restore(void **state)
     h_stop(&h);
 }
 
+/* Start primary 0 with the ledger at last_executed, restore recs[0..n), give
+ * it two requests (a full batch) and return the seq of the one PRE-PREPARE it
+ * sends. The caller h_stops. */
+static uint64_t h_restored_proposal(struct harness *h, uint64_t last_executed,
+                                    const struct pbft_persist *recs, size_t n)
+{
+    h_start(h, 0, last_executed);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(pbft_restore(h->core, &recs[i]), TALLY_OK);
+    h_request(h, 4, 0);
+    h_request(h, 5, 0);
+    assert_int_equal(h->nsent, 1);
+    assert_int_equal(h->sent[0].m.type, MSG_PRE_PREPARE);
+    return h->sent[0].m.u.pre_prepare.seq;
+}
+
 /* The proposal horizon: one HORIZON record per PBFT_HORIZON_AHEAD (256) seqs
  * lets the PRE-PREPAREs under it be written without an fsync; a primary that
  * restarts under a horizon it did not release proposes nothing there (a
@@ -539,12 +555,7 @@ static void test_proposal_horizon(void **state)
 
     /* Restarted (seqs 1 and 2 executed) under the released horizon: goes on. */
     struct pbft_persist released = {.kind = PBFT_PERSIST_HORIZON, .view = 0, .seq = 2};
-    h_start(&h, 0, 2);
-    assert_int_equal(pbft_restore(h.core, &released), TALLY_OK);
-    h_request(&h, 4, 0);
-    h_request(&h, 5, 0);
-    assert_int_equal(h.nsent, 1);
-    assert_true(h.sent[0].m.u.pre_prepare.seq == 3);
+    assert_true(h_restored_proposal(&h, 2, &released, 1) == 3);
     assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_HORIZON); /* 3 is beyond it */
     assert_true(h.persisted[0].seq == 3 + 256);
     h_stop(&h);
@@ -565,16 +576,25 @@ static void test_proposal_horizon(void **state)
     h_stop(&h);
 
     /* ... but not in another view: the horizon is per view. */
-    struct pbft_persist older = {.kind = PBFT_PERSIST_HORIZON, .view = 0, .seq = 257};
-    struct pbft_persist view4 = {.kind = PBFT_PERSIST_VIEW, .view = 4};
-    h_start(&h, 0, 2);
-    assert_int_equal(pbft_restore(h.core, &older), TALLY_OK);
-    assert_int_equal(pbft_restore(h.core, &view4), TALLY_OK);
-    h_request(&h, 4, 0);
-    h_request(&h, 5, 0);
-    assert_int_equal(h.nsent, 1);
-    assert_int_equal(h.sent[0].m.type, MSG_PRE_PREPARE);
-    assert_true(h.sent[0].m.u.pre_prepare.view == 4 && h.sent[0].m.u.pre_prepare.seq == 3);
+    struct pbft_persist older[] = {{.kind = PBFT_PERSIST_HORIZON, .view = 0, .seq = 257},
+                                   {.kind = PBFT_PERSIST_VIEW, .view = 4}};
+    assert_true(h_restored_proposal(&h, 2, older, 2) == 3);
+    assert_true(h.sent[0].m.u.pre_prepare.view == 4);
+    h_stop(&h);
+}
+
+/* A new primary's NEW-VIEW may re-propose seqs beyond its window, which get
+ * no PRE-PREPARE record; the ASSIGNED record it writes then keeps a restarted
+ * primary from numbering those seqs again (with other batches). */
+static void test_assigned_after_new_view(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct pbft_persist assigned = {.kind = PBFT_PERSIST_ASSIGNED, .view = 0, .seq = 6};
+    assert_true(h_restored_proposal(&h, 5, &assigned, 1) == 7); /* not 6 */
+    h_stop(&h);
+    assigned.view = 4; /* another view's: no effect */
+    assert_true(h_restored_proposal(&h, 5, &assigned, 1) == 6);
     h_stop(&h);
 }
 
@@ -693,6 +713,7 @@ int main(void)
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_proposal_horizon),
         cmocka_unit_test(test_restored_prepare_in_certificate),
+        cmocka_unit_test(test_assigned_after_new_view),
         cmocka_unit_test(test_persist_failure_stops_promises),
         cmocka_unit_test(test_status_retransmission),
         cmocka_unit_test(test_bad_config),
