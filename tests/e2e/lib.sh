@@ -13,14 +13,19 @@ E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/tally-e2e.XXXXXX")
 E2E_PIDS=()
 E2E_START=$(date +%s)
 
-# alive PID: the process runs (exists and is not a zombie). Not from
+# alive PID: a thread of the process runs (exists and is not a zombie). Not from
 # /proc/PID/cmdline: it reads empty for a moment while a just-started child
 # execs (the new mm has no arguments yet), which took a starting tallyd for
 # one that had exited.
 alive() {
-    local st
-    st=$(sed -n 's/^State:[[:space:]]*\([A-Za-z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) &&
-        [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+    local t st
+    # Every thread: after kill -9 the leader can be a zombie while a thread
+    # still finishes (say, an fsync), holding the data directory's lock.
+    for t in /proc/"$1"/task/*/status; do
+        st=$(sed -n 's/^State:[[:space:]]*\([A-Za-z]\).*/\1/p' "$t" 2>/dev/null) || continue
+        [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ] && return 0
+    done
+    return 1
 }
 
 e2e_cleanup() {
