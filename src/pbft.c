@@ -393,15 +393,11 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
     if (rec->kind == PBFT_PERSIST_DISCARD_LOG)
         return TALLY_OK;
     if (rec->kind == PBFT_PERSIST_ASSIGNED) {
-        p->has_assigned = true;
-        p->assigned_view = rec->view;
-        p->assigned_seq = rec->seq;
+        p->assigned = (struct pbft_mark){.view = rec->view, .seq = rec->seq};
         return TALLY_OK;
     }
     if (rec->kind == PBFT_PERSIST_HORIZON) {
-        p->has_horizon = p->has_floor = true;
-        p->horizon_view = p->floor_view = rec->view;
-        p->horizon_seq = p->floor_seq = rec->seq;
+        p->horizon = p->floor = (struct pbft_mark){.view = rec->view, .seq = rec->seq};
         return TALLY_OK;
     }
     if (rec->kind == PBFT_PERSIST_CHECKPOINT) {
@@ -461,13 +457,10 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
          * the slot become prepared now (and from there into our COMMIT record
          * and VIEW-CHANGEs): sign it again. Ed25519 is deterministic, so it is
          * the signature of the PREPARE we sent. */
-        struct msg_signer signer = {.ctx = p->io.ctx, .sign = p->io.sign};
-        msg_buf_reset(&p->out);
-        int rc =
-            msg_encode_phase(&p->out, MSG_PREPARE, me, rec->view, rec->seq, &rec->digest, &signer);
+        int rc = msg_signed_phase(&p->scratch, MSG_PREPARE, me, rec->view, rec->seq, &rec->digest);
         if (rc != TALLY_OK)
             return rc;
-        memcpy(s->prepare_sig[me].b, p->out.data + p->out.len - TC_SIG_BYTES, TC_SIG_BYTES);
+        p->io.sign(p->io.ctx, p->scratch.data, p->scratch.len, &s->prepare_sig[me]);
         return TALLY_OK;
     }
     case PBFT_PERSIST_COMMIT: {

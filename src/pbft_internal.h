@@ -96,6 +96,17 @@ struct pbft_state_transfer {
     uint64_t answered_from[PBFT_MAX_REPLICAS]; /* ... for requests that made no progress */
 };
 
+/* A seq in one view (HORIZON, ASSIGNED records); all zeros: none. */
+struct pbft_mark {
+    uint64_t view, seq;
+};
+
+/* The mark's seq when it is for `view`, else 0 (it says nothing there). */
+static inline uint64_t pbft_mark_in(const struct pbft_mark *m, uint64_t view)
+{
+    return m->view == view ? m->seq : 0;
+}
+
 struct pbft {
     struct pbft_config cfg;
     struct pbft_io io;
@@ -106,18 +117,14 @@ struct pbft {
     uint64_t low;             /* low watermark h: accept h < seq <= h + window */
     uint64_t next_seq;        /* primary: the last sequence number assigned */
     uint64_t last_propose_ms; /* primary: when it last sent a PRE-PREPARE (0: never) */
-    /* primary: the last HORIZON record persisted (has_horizon): seqs up to
-     * horizon_seq in horizon_view are proposed without a synced record. */
-    bool has_horizon;
-    uint64_t horizon_view, horizon_seq;
-    /* Restored from a HORIZON record: proposals in floor_view at or below
-     * floor_seq may be lost, so none is made there (pbft_try_propose). */
-    bool has_floor;
-    uint64_t floor_view, floor_seq;
-    /* Restored from an ASSIGNED record: in assigned_view, number on after
-     * assigned_seq (pbft_try_propose). */
-    bool has_assigned;
-    uint64_t assigned_view, assigned_seq;
+    /* primary: the last HORIZON record persisted: seqs up to it are
+     * proposed without a synced record. */
+    struct pbft_mark horizon;
+    /* Restored from a HORIZON record: proposals at or below it may be lost,
+     * so none is made there (pbft_try_propose). */
+    struct pbft_mark floor;
+    /* Restored from an ASSIGNED record: number on after it. */
+    struct pbft_mark assigned;
     uint64_t dropped;
     uint64_t now_ms; /* of the event being handled */
     bool failed;     /* a persist failed: no more promises */

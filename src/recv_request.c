@@ -244,15 +244,13 @@ static bool propose_one(struct pbft *p)
     if (msg_encode_pre_prepare(&p->out, p->cfg.id, p->view, seq, &b, &signer) != TALLY_OK)
         return false;
     memcpy(s->pp_sig.b, p->out.data + p->out.len - TC_SIG_BYTES, TC_SIG_BYTES);
-    bool covered = p->has_horizon && p->horizon_view == p->view && seq <= p->horizon_seq;
+    bool covered = seq <= pbft_mark_in(&p->horizon, p->view);
     if (!covered) {
         struct pbft_persist hz = {
             .kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = seq + PBFT_HORIZON_AHEAD};
         if (!pbft_persist_rec(p, &hz))
             return false;
-        p->has_horizon = true;
-        p->horizon_view = hz.view;
-        p->horizon_seq = hz.seq;
+        p->horizon = (struct pbft_mark){.view = hz.view, .seq = hz.seq};
     }
     struct pbft_persist rec = {.kind = PBFT_PERSIST_PREPREPARE,
                                .view = p->view,
@@ -274,14 +272,13 @@ static bool propose_one(struct pbft *p)
 
 void pbft_release_horizon(struct pbft *p)
 {
-    if (p->failed || !pbft_is_primary(p) || !p->has_horizon || p->horizon_view != p->view ||
-        p->horizon_seq <= p->next_seq)
+    if (p->failed || !pbft_is_primary(p) || pbft_mark_in(&p->horizon, p->view) <= p->next_seq)
         return;
-    if (p->has_floor && p->floor_view == p->view && p->next_seq < p->floor_seq)
-        return; /* restarted there: what was assigned up to floor_seq is not known */
+    if (p->next_seq < pbft_mark_in(&p->floor, p->view))
+        return; /* restarted there: what was assigned up to the floor is not known */
     struct pbft_persist hz = {.kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = p->next_seq};
     if (pbft_persist_rec(p, &hz))
-        p->horizon_seq = hz.seq;
+        p->horizon.seq = hz.seq;
 }
 
 void pbft_try_propose(struct pbft *p, uint64_t now_ms)
@@ -290,8 +287,8 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
         return;
     /* Restarted after leading a NEW-VIEW: its re-proposals beyond our window
      * left no records to number on from. */
-    if (p->has_assigned && p->assigned_view == p->view && p->next_seq < p->assigned_seq)
-        p->next_seq = p->assigned_seq;
+    if (p->next_seq < pbft_mark_in(&p->assigned, p->view))
+        p->next_seq = pbft_mark_in(&p->assigned, p->view);
     for (;;) {
         queue_compact(p);
         if (p->qlive == 0)
@@ -300,7 +297,7 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
             return; /* pipeline full */
         if (!pbft_in_window(p, p->next_seq + 1))
             return; /* above the high watermark */
-        if (p->has_floor && p->floor_view == p->view && p->next_seq + 1 <= p->floor_seq)
+        if (p->next_seq + 1 <= pbft_mark_in(&p->floor, p->view))
             return; /* restarted: a proposal there may be lost; the view changes instead */
         uint64_t oldest = p->queue[p->qhead & (p->qcap - 1)].arrived_ms;
         bool full = p->qlive >= p->cfg.batch_max_txs;

@@ -452,6 +452,18 @@ static bool replica_settled(void *ctx, const struct msg *m)
     return settled;
 }
 
+/* A record stored as u64 view, u64 seq, then `extra` (ASSIGNED, HORIZON). */
+static int stage_view_seq(struct replica *r, const char *key, const struct pbft_persist *rec,
+                          const uint8_t *extra, size_t extra_len, struct tally_err *err)
+{
+    uint8_t v[16 + REPLICA_BOOT_ID_BYTES];
+    put_be64(v, rec->view);
+    put_be64(v + 8, rec->seq);
+    if (extra_len > 0)
+        memcpy(v + 16, extra, extra_len);
+    return ledger_stage_meta_put(r->ledger, key, strlen(key), v, 16 + extra_len, err);
+}
+
 static int io_persist(void *ctx, const struct pbft_persist *rec)
 {
     struct replica *r = ctx;
@@ -538,21 +550,12 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
                  rec->cert->count);
         break;
     }
-    case PBFT_PERSIST_ASSIGNED: {
-        uint8_t v[16];
-        put_be64(v, rec->view);
-        put_be64(v + 8, rec->seq);
-        rc = ledger_stage_meta_put(r->ledger, "as", 2, v, sizeof(v), &err);
+    case PBFT_PERSIST_ASSIGNED:
+        rc = stage_view_seq(r, "as", rec, NULL, 0, &err);
         break;
-    }
-    case PBFT_PERSIST_HORIZON: {
-        uint8_t v[16 + REPLICA_BOOT_ID_BYTES];
-        put_be64(v, rec->view);
-        put_be64(v + 8, rec->seq);
-        memcpy(v + 16, r->boot_id, REPLICA_BOOT_ID_BYTES);
-        rc = ledger_stage_meta_put(r->ledger, "hz", 2, v, sizeof(v), &err);
+    case PBFT_PERSIST_HORIZON:
+        rc = stage_view_seq(r, "hz", rec, r->boot_id, REPLICA_BOOT_ID_BYTES, &err);
         break;
-    }
     case PBFT_PERSIST_DISCARD_LOG: {
         static const char *const prefixes[] = {"pp", "pr", "cm"};
         uint8_t begin[10], end[10];
@@ -1360,23 +1363,50 @@ static void *loop_main(void *arg)
 
 /* ---- start / stop -------------------------------------------------------- */
 
+/* The protocol state under name, exactly `len` bytes, into out; found false
+ * when there is none. Any other length: TALLY_ECORRUPT. */
+static int get_meta_exact(struct ledger *l, const char *name, uint8_t *out, size_t len, bool *found,
+                          struct tally_err *err)
+{
+    void *val = NULL;
+    size_t got = 0;
+    int rc = ledger_get_meta(l, name, strlen(name), &val, &got, found, err);
+    if (rc != 0)
+        return rc;
+    if (*found && got != len) {
+        free(val);
+        return tally_errf(err, TALLY_ECORRUPT, "protocol state '%s' has %zu bytes", name, got);
+    }
+    if (*found)
+        memcpy(out, val, len);
+    free(val);
+    return 0;
+}
+
 static int get_meta_u64(struct ledger *l, const char *name, uint64_t *out, bool *found,
                         struct tally_err *err)
 {
-    void *val = NULL;
-    size_t len = 0;
-    int rc = ledger_get_meta(l, name, strlen(name), &val, &len, found, err);
-    if (rc != 0)
-        return rc;
-    if (*found) {
-        if (len != 8) {
-            free(val);
-            return tally_errf(err, TALLY_ECORRUPT, "protocol state '%s' has %zu bytes", name, len);
-        }
-        *out = get_be64(val);
+    uint8_t v[8];
+    int rc = get_meta_exact(l, name, v, sizeof(v), found, err);
+    if (rc == 0 && *found)
+        *out = get_be64(v);
+    return rc;
+}
+
+/* A record stage_view_seq wrote: into out's view and seq, and extra_len
+ * bytes into extra; found false when there is none. */
+static int get_meta_view_seq(struct ledger *l, const char *key, struct pbft_persist *out,
+                             uint8_t *extra, size_t extra_len, bool *found, struct tally_err *err)
+{
+    uint8_t v[16 + REPLICA_BOOT_ID_BYTES];
+    int rc = get_meta_exact(l, key, v, 16 + extra_len, found, err);
+    if (rc == 0 && *found) {
+        out->view = get_be64(v);
+        out->seq = get_be64(v + 8);
+        if (extra_len > 0)
+            memcpy(extra, v + 16, extra_len);
     }
-    free(val);
-    return 0;
+    return rc;
 }
 
 /* Sign our checkpoint vote for seq again from the stored block seq. Best
@@ -1451,50 +1481,29 @@ static int restore_state(struct replica *r, struct tally_err *err)
         if ((rc = pbft_restore(r->core, &rec)) != 0)
             return tally_errf(err, rc, "restoring view %llu", (unsigned long long)view);
     }
-    void *as = NULL;
-    size_t as_len = 0;
-    if ((rc = ledger_get_meta(r->ledger, "as", 2, &as, &as_len, &found, err)) != 0)
+    struct pbft_persist as = {.kind = PBFT_PERSIST_ASSIGNED};
+    if ((rc = get_meta_view_seq(r->ledger, "as", &as, NULL, 0, &found, err)) != 0)
         return rc;
-    if (found) {
-        if (as_len != 16) {
-            free(as);
-            return tally_errf(err, TALLY_ECORRUPT, "protocol state 'as' has %zu bytes", as_len);
-        }
-        struct pbft_persist rec = {.kind = PBFT_PERSIST_ASSIGNED,
-                                   .view = get_be64(as),
-                                   .seq = get_be64((uint8_t *)as + 8)};
-        free(as);
-        if ((rc = pbft_restore(r->core, &rec)) != 0)
-            return tally_errf(err, rc, "restoring the new view's re-proposals");
-    }
-    void *hz = NULL;
-    size_t hz_len = 0;
-    if ((rc = ledger_get_meta(r->ledger, "hz", 2, &hz, &hz_len, &found, err)) != 0)
+    if (found && (rc = pbft_restore(r->core, &as)) != 0)
+        return tally_errf(err, rc, "restoring the new view's re-proposals");
+    struct pbft_persist hz = {.kind = PBFT_PERSIST_HORIZON};
+    uint8_t hz_boot[REPLICA_BOOT_ID_BYTES] = {0};
+    if ((rc = get_meta_view_seq(r->ledger, "hz", &hz, hz_boot, sizeof(hz_boot), &found, err)) != 0)
         return rc;
-    if (found) {
-        if (hz_len != 16 + REPLICA_BOOT_ID_BYTES) {
-            free(hz);
-            return tally_errf(err, TALLY_ECORRUPT, "protocol state 'hz' has %zu bytes", hz_len);
-        }
-        static const uint8_t unknown[REPLICA_BOOT_ID_BYTES];
-        const uint8_t *at = hz;
-        struct pbft_persist rec = {
-            .kind = PBFT_PERSIST_HORIZON, .view = get_be64(at), .seq = get_be64(at + 8)};
-        /* In the boot that wrote it, every write the last process made is
-         * there (the page cache outlives a process): no proposal was lost,
-         * and the record is not restored. After a reboot (an OS crash, a
-         * power loss) it is: see pbft_persist.deferrable. */
-        bool same_boot = memcmp(at + 16, r->boot_id, REPLICA_BOOT_ID_BYTES) == 0 &&
-                         memcmp(r->boot_id, unknown, REPLICA_BOOT_ID_BYTES) != 0;
-        free(hz);
-        if (!same_boot) {
-            if ((rc = pbft_restore(r->core, &rec)) != 0)
-                return tally_errf(err, rc, "restoring the proposal horizon");
-            LOG_INFO("L0521",
-                     "first start since a reboot: no proposals in view %llu up to seq %llu "
-                     "(some may have been lost unsynced; the view changes instead)",
-                     (unsigned long long)rec.view, (unsigned long long)rec.seq);
-        }
+    /* In the boot that wrote it, every write the last process made is there
+     * (the page cache outlives a process): no proposal was lost, and the
+     * record is not restored. After a reboot (an OS crash, a power loss) it
+     * is: see pbft_persist.deferrable. */
+    static const uint8_t unknown[REPLICA_BOOT_ID_BYTES];
+    bool same_boot = memcmp(hz_boot, r->boot_id, REPLICA_BOOT_ID_BYTES) == 0 &&
+                     memcmp(r->boot_id, unknown, REPLICA_BOOT_ID_BYTES) != 0;
+    if (found && !same_boot) {
+        if ((rc = pbft_restore(r->core, &hz)) != 0)
+            return tally_errf(err, rc, "restoring the proposal horizon");
+        LOG_INFO("L0521",
+                 "first start since a reboot: no proposals in view %llu up to seq %llu "
+                 "(some may have been lost unsynced; the view changes instead)",
+                 (unsigned long long)hz.view, (unsigned long long)hz.seq);
     }
     if ((rc = get_meta_u64(r->ledger, "lo", &lo, &found, err)) != 0 ||
         (rc = get_meta_u64(r->ledger, "hi", &hi, &found, err)) != 0)

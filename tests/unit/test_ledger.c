@@ -564,6 +564,18 @@ static void test_v2_directory_refused(void **state)
  * block that carries staged meta is synced with it; and a process killed
  * right after deferred writes loses none of them (they are in RocksDB's
  * write-ahead log, in the page cache). */
+/* The meta value under key is the one byte want. */
+static void assert_meta_byte(struct ledger *l, const char *key, char want)
+{
+    struct tally_err err = {0};
+    void *val = NULL;
+    size_t len = 0;
+    bool found = false;
+    assert_int_equal(ledger_get_meta(l, key, strlen(key), &val, &len, &found, &err), TALLY_OK);
+    assert_true(found && len == 1 && ((char *)val)[0] == want);
+    free(val);
+}
+
 static void test_deferred_block_sync(void **state)
 {
     (void)state;
@@ -594,12 +606,7 @@ static void test_deferred_block_sync(void **state)
     assert_int_equal(ledger_stage_meta_put(l, "k", 1, "x", 1, &err), TALLY_OK);
     assert_int_equal(ledger_meta_flush_unsynced(l, &err), TALLY_OK);
     assert_true(ledger_unsynced(l));
-    void *got_val = NULL;
-    size_t got_len = 0;
-    bool found = false;
-    assert_int_equal(ledger_get_meta(l, "k", 1, &got_val, &got_len, &found, &err), TALLY_OK);
-    assert_true(found && got_len == 1 && memcmp(got_val, "x", 1) == 0);
-    free(got_val);
+    assert_meta_byte(l, "k", 'x');
     apply_workload(l, 1, n); /* nothing staged: deferred too */
     assert_true(ledger_unsynced(l));
     assert_int_equal(ledger_put_meta(l, "k", 1, "y", 1, &err), TALLY_OK);
@@ -657,12 +664,7 @@ static void test_deferred_block_sync(void **state)
     tc_hash head;
     ledger_head_hash(l, &head);
     assert_memory_equal(head.b, msg + 1, TC_HASH_BYTES);
-    void *d = NULL;
-    size_t d_len = 0;
-    bool d_found = false;
-    assert_int_equal(ledger_get_meta(l, "d", 1, &d, &d_len, &d_found, &err), TALLY_OK);
-    assert_true(d_found && d_len == 1 && memcmp(d, "q", 1) == 0);
-    free(d);
+    assert_meta_byte(l, "d", 'q');
     ledger_close(l);
     close(up[0]);
     close(up[1]);
@@ -836,9 +838,7 @@ static void test_meta(void **state)
     /* A failed apply keeps them staged. */
     assert_int_equal(ledger_apply_block(l, 5, NULL, 0, NULL, &err), TALLY_EINVAL);
     assert_int_equal(ledger_apply_block(l, 1, NULL, 0, NULL, &err), TALLY_OK);
-    assert_int_equal(ledger_get_meta(l, "log2", 4, &val, &len, &found, &err), TALLY_OK);
-    assert_true(found && len == 1 && ((char *)val)[0] == 'b');
-    free(val);
+    assert_meta_byte(l, "log2", 'b');
     assert_int_equal(ledger_get_meta(l, "view", 4, &val, &len, &found, &err), TALLY_OK);
     assert_false(found);
 

@@ -76,6 +76,19 @@ static bool on_recv(void *ctx, enum transport_origin origin, uint32_t pipe, nng_
     return true;
 }
 
+static struct transport_opts opts_for(const char *peer_url, const char *client_url,
+                                      struct received *r, unsigned client_threads)
+{
+    return (struct transport_opts){.self = 0,
+                                   .n = 1,
+                                   .peer_listen = peer_url,
+                                   .client_listen = client_url,
+                                   .max_message_bytes = 1u << 20,
+                                   .on_recv = on_recv,
+                                   .ctx = r,
+                                   .client_threads = client_threads};
+}
+
 /* A port of 127.0.0.1 that was free a moment ago. */
 static int free_port(void)
 {
@@ -123,14 +136,7 @@ static void test_client_order_with_two_threads(void **state)
     char peer_url[64], client_url[64];
     snprintf(peer_url, sizeof(peer_url), "tcp://127.0.0.1:%d", free_port());
     snprintf(client_url, sizeof(client_url), "tcp://127.0.0.1:%d", free_port());
-    struct transport_opts o = {.self = 0,
-                               .n = 1,
-                               .peer_listen = peer_url,
-                               .client_listen = client_url,
-                               .max_message_bytes = 1u << 20,
-                               .on_recv = on_recv,
-                               .ctx = &r,
-                               .client_threads = 2};
+    struct transport_opts o = opts_for(peer_url, client_url, &r, 2);
     struct transport *t = NULL;
     struct tally_err err = {0};
     assert_int_equal(transport_start(&o, &t, &err), 0);
@@ -171,14 +177,7 @@ static void test_bad_client_threads(void **state)
 {
     (void)state;
     struct received r = {0};
-    struct transport_opts o = {.self = 0,
-                               .n = 1,
-                               .peer_listen = "tcp://127.0.0.1:1",
-                               .client_listen = "tcp://127.0.0.1:2",
-                               .max_message_bytes = 1u << 20,
-                               .on_recv = on_recv,
-                               .ctx = &r,
-                               .client_threads = 3};
+    struct transport_opts o = opts_for("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", &r, 3);
     struct transport *t = NULL;
     struct tally_err err = {0};
     assert_int_equal(transport_start(&o, &t, &err), TALLY_EINVAL);
