@@ -245,6 +245,44 @@ bool pbft_persist_rec(struct pbft *p, const struct pbft_persist *rec)
     return true;
 }
 
+/* How far a HORIZON record reaches beyond the seq that needed it, unless
+ * pbft_config.horizon_ahead says otherwise. */
+#define PBFT_HORIZON_AHEAD 256
+
+uint64_t pbft_floor(const struct pbft *p)
+{
+    uint64_t floor = pbft_mark_in(&p->floor, p->view);
+    return floor > p->low ? floor : 0;
+}
+
+bool pbft_horizon_cover(struct pbft *p, uint64_t seq, bool *deferrable)
+{
+    *deferrable = false;
+    if (pbft_floor(p) != 0)
+        return true; /* a new HORIZON record would replace the floor's */
+    if (seq <= pbft_mark_in(&p->horizon, p->view)) {
+        *deferrable = true;
+        return true;
+    }
+    uint64_t ahead = p->cfg.horizon_ahead != 0 ? p->cfg.horizon_ahead : PBFT_HORIZON_AHEAD;
+    struct pbft_persist hz = {.kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = seq + ahead};
+    if (!pbft_persist_rec(p, &hz))
+        return false;
+    p->horizon = (struct pbft_mark){.view = hz.view, .seq = hz.seq};
+    return true;
+}
+
+void pbft_release_horizon(struct pbft *p)
+{
+    /* Restarted after a reboot in this view: what we sent up to the floor is
+     * not known, and that stays so. */
+    if (p->failed || pbft_mark_in(&p->horizon, p->view) == 0 || pbft_floor(p) != 0)
+        return;
+    struct pbft_persist hz = {.kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = 0};
+    if (pbft_persist_rec(p, &hz))
+        p->horizon = (struct pbft_mark){0};
+}
+
 /* --- sending -------------------------------------------------------------- */
 
 static void copy_sig(void *ctx, const uint8_t *bytes, size_t len, tc_sig *out)
@@ -397,7 +435,9 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         return TALLY_OK;
     }
     if (rec->kind == PBFT_PERSIST_HORIZON) {
-        p->horizon = p->floor = (struct pbft_mark){.view = rec->view, .seq = rec->seq};
+        p->horizon = (struct pbft_mark){.view = rec->view, .seq = rec->seq};
+        if (!rec->same_boot)
+            p->floor = p->horizon;
         return TALLY_OK;
     }
     if (rec->kind == PBFT_PERSIST_CHECKPOINT) {
@@ -446,6 +486,10 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         pbft_txset_mark_slot_inflight(p, s);
         if (pbft_primary_of(p, rec->view) == me && rec->seq > p->next_seq)
             p->next_seq = rec->seq;
+        /* Pending work in our view: unless it executes in time, we suspect
+         * the primary (pbft_vc_tick), also when nothing new arrives. */
+        if (rec->view == p->view && rec->seq > p->max_pp_seq)
+            p->max_pp_seq = rec->seq;
         return TALLY_OK;
     }
     case PBFT_PERSIST_PREPARE: {
@@ -481,6 +525,17 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
             for (uint32_t i = 0; i < p->cfg.n; i++)
                 if (s->cert_from & (1u << i))
                     s->cert_sig[i] = rec->prepare_sigs[i];
+            /* The same PREPAREs count again in the slot: the backups that
+             * sent them may not send them again (under a floor, or having
+             * lost them unsynced), so without them the slot could never be
+             * prepared again here, nor execute. */
+            if (s->has_pre_prepare && rec->view == s->view && same_batch)
+                for (uint32_t i = 0; i < p->cfg.n; i++)
+                    if (s->cert_from & (1u << i)) {
+                        s->prepare_from |= 1u << i;
+                        s->prepare_digest[i] = rec->digest;
+                        s->prepare_sig[i] = s->cert_sig[i];
+                    }
         }
         return TALLY_OK;
     }

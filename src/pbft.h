@@ -66,6 +66,10 @@ struct pbft_config {
      * recomputing them from its view-changes. Exists so that the simulator
      * can prove that this check is what keeps a lying new primary safe. */
     bool test_skip_new_view_check;
+    /* How many seqs a HORIZON record reaches beyond the one that needed it:
+     * one synced PRE-PREPARE (primary) or PREPARE (backup) record per this
+     * many; 0 = 256. Small values let the simulator reach its renewals. */
+    uint32_t horizon_ahead;
 };
 
 /* What the core asks its environment to make durable (its promises). */
@@ -77,8 +81,9 @@ enum pbft_persist_kind {
     PBFT_PERSIST_DISCARD_LOG, /* entries with seq <= `seq` may be deleted */
     PBFT_PERSIST_CHECKPOINT,  /* a stable checkpoint certificate (cert), seq = its height,
                                * always <= the last executed seq (added, issue 4) */
-    PBFT_PERSIST_HORIZON,     /* the primary of `view` may have assigned seqs up to `seq`
-                               * in it: restarted, it assigns none there (see deferrable) */
+    PBFT_PERSIST_HORIZON,     /* we may have sent PRE-PREPAREs (primary) or PREPAREs
+                               * (backup) up to `seq` in `view` without synced records:
+                               * after a reboot, none there (see deferrable; 0: none) */
     PBFT_PERSIST_ASSIGNED,    /* the new primary of `view` re-proposed up to `seq` in its
                                * NEW-VIEW, also seqs beyond its window that get no record:
                                * restarted, it numbers on after `seq` (always restored) */
@@ -96,21 +101,27 @@ struct pbft_persist {
     /* VIEW only (added, issue 5): true while a view change to `view` is in
      * progress (VIEW-CHANGE sent, NEW-VIEW not yet accepted). */
     bool view_changing;
+    /* HORIZON, pbft_restore only: written in this boot, so nothing under it
+     * was lost (a crash of the process loses no write that reached the
+     * kernel): it is our horizon again, not a floor. */
+    bool same_boot;
     /* COMMIT only (added, issue 5): the prepared certificate that made us send
      * it: bit i of prepare_from = replica i's PREPARE, with its envelope
      * signature in prepare_sigs[i] (valid during the call). A restarted
      * replica still proves what it prepared in its VIEW-CHANGE. */
     uint32_t prepare_from;
     const tc_sig *prepare_sigs;
-    /* PREPREPARE only: the primary's own new proposal, at a seq its last
+    /* PREPREPARE and PREPARE only: the primary's own new proposal, or a
+     * backup's PRE-PREPARE and PREPARE in the normal case, at a seq our last
      * HORIZON record covers. The shell may write it without an fsync before
      * the send: a crash of the process loses nothing written, and a power
-     * loss that takes the record can make the primary forget the proposal
-     * but never propose another batch for that (view, seq), because a
-     * restored HORIZON record keeps it from proposing at or below its seq in
-     * that view (the view changes instead). Every message that depends on
-     * the proposal (our COMMIT, a VIEW-CHANGE) follows a synced write, which
-     * covers this one (docs/PROTOCOL.md, "What is persisted, and when"). */
+     * loss that takes the record can make us forget the proposal (or the
+     * PREPARE) but never send another batch (or digest) for that (view,
+     * seq), because a restored HORIZON record keeps the primary from
+     * proposing and a backup from preparing at or below its seq in that view.
+     * Every message that depends on it (our COMMIT, a VIEW-CHANGE) follows a
+     * synced write, which covers this one (docs/PROTOCOL.md, "What is
+     * persisted, and when"). */
     bool deferrable;
 };
 
@@ -197,9 +208,11 @@ struct pbft *pbft_create(const struct pbft_config *cfg, const struct pbft_io *io
                          uint64_t last_executed);
 void pbft_destroy(struct pbft *p);
 
-/* Restore promises persisted before a restart (call before any event). A
- * PBFT_PERSIST_CHECKPOINT record (the last stable certificate, seq <= the
- * ledger height) sets the stable checkpoint and the low watermark. */
+/* Restore promises persisted before a restart (call before any event), in
+ * this order: the CHECKPOINT record (the last stable certificate, seq <= the
+ * ledger height: it sets the stable checkpoint and the low watermark), VIEW,
+ * ASSIGNED, HORIZON, then per seq its PREPREPARE, PREPARE and COMMIT records
+ * (a PRE-PREPARE of the restored view counts as pending work). */
 int pbft_restore(struct pbft *p, const struct pbft_persist *rec);
 
 /* After pbft_restore, before any event, with the ledger's height, head block
@@ -211,10 +224,11 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec);
  * below the stable checkpoint. */
 void pbft_restore_checkpoint_vote(struct pbft *p, uint64_t seq, const struct pbft_exec_result *res);
 
-/* On a clean stop, after the last event: when we are the primary, persist
- * a HORIZON record at the last seq we assigned (the shell then makes it
- * durable with everything before it), so that the restarted replica goes on
- * proposing in its view instead of waiting for a view change. */
+/* On a clean stop, after the last event: persist a HORIZON record that
+ * covers nothing (the shell then makes it durable with everything before
+ * it), so that after a reboot the replica goes on proposing (primary) or
+ * preparing (backup) in its view instead of waiting for a view change.
+ * Kept when it restarted under a floor in that view. */
 void pbft_release_horizon(struct pbft *p);
 
 /* Events. `now_ms` is the shell's monotonic clock. */

@@ -117,11 +117,13 @@ struct pbft {
     uint64_t low;             /* low watermark h: accept h < seq <= h + window */
     uint64_t next_seq;        /* primary: the last sequence number assigned */
     uint64_t last_propose_ms; /* primary: when it last sent a PRE-PREPARE (0: never) */
-    /* primary: the last HORIZON record persisted: seqs up to it are
-     * proposed without a synced record. */
+    /* The last HORIZON record persisted: up to its seq, our PRE-PREPAREs
+     * (primary) or PREPAREs (backup) go out without a synced record. */
     struct pbft_mark horizon;
-    /* Restored from a HORIZON record: proposals at or below it may be lost,
-     * so none is made there (pbft_try_propose). */
+    /* Restored from a HORIZON record after a reboot: what we sent up to it
+     * may be lost, so in that view we propose nothing and prepare nothing at
+     * or below it, and sync every record above it (pbft_horizon_cover),
+     * until the low watermark passes it (pbft_floor). */
     struct pbft_mark floor;
     /* Restored from an ASSIGNED record: number on after it. */
     struct pbft_mark assigned;
@@ -188,6 +190,15 @@ void pbft_slot_progress_reset(struct pbft *p, struct pbft_slot *s, uint64_t seq)
 int pbft_slot_store_batch(struct pbft *p, struct pbft_slot *s, const struct msg_batch *b);
 void pbft_drop(struct pbft *p, const char *why, const struct msg *m);
 bool pbft_persist_rec(struct pbft *p, const struct pbft_persist *rec);
+/* The floor in our view while it still matters (0: none): at or below the
+ * low watermark no PRE-PREPARE is accepted again, and the checkpoint that
+ * raised it is durable before any later HORIZON record. */
+uint64_t pbft_floor(const struct pbft *p);
+/* Before our first promise at seq in the current view (our PRE-PREPARE, or
+ * our PRE-PREPARE + PREPARE records as a backup): may its records go out
+ * unsynced (pbft_persist.deferrable)? Persists a new HORIZON record (synced
+ * with them) when the last one does not cover seq. false: a persist failed. */
+bool pbft_horizon_cover(struct pbft *p, uint64_t seq, bool *deferrable);
 void pbft_send_pre_prepare(struct pbft *p, int to, const struct pbft_slot *s);
 void pbft_send_phase(struct pbft *p, int to, enum msg_type type, const struct pbft_slot *s);
 /* Re-evaluate prepared / committed-local for s and act (send, execute). */

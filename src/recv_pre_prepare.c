@@ -11,7 +11,8 @@
  * "If backup i accepts the <<PRE-PREPARE, v, n, d>, m> message, it enters
  *  the prepare phase by multicasting a <PREPARE, v, n, d, i> message to all
  *  other replicas and adds both messages to its log." Both are persisted
- * before the PREPARE leaves. */
+ * before the PREPARE leaves: written, and synced only with a new HORIZON
+ * record or under a floor (pbft_persist.deferrable, pbft_horizon_cover). */
 #include <string.h>
 
 #include "src/pbft_internal.h"
@@ -59,6 +60,13 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
         }
         return;
     }
+    /* Restarted after a reboot: our PREPARE up to the floor may be lost, and
+     * a second one could name another batch. We keep the pre-prepare and
+     * count the others' PREPAREs, but send none of ours there. */
+    bool may_prepare = seq > pbft_floor(p);
+    bool deferrable = false;
+    if (may_prepare && !pbft_horizon_cover(p, seq, &deferrable))
+        return;
     if (pbft_slot_store_batch(p, s, &m->u.pre_prepare.batch) != TALLY_OK) {
         pbft_drop(p, "no memory for the batch", m);
         return;
@@ -68,7 +76,8 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
                               .seq = seq,
                               .digest = m->u.pre_prepare.digest,
                               .batch = &m->u.pre_prepare.batch,
-                              .sig = m->sig};
+                              .sig = m->sig,
+                              .deferrable = deferrable};
     if (!pbft_persist_rec(p, &pp))
         return;
     s->view = view;
@@ -78,9 +87,18 @@ void pbft_recv_pre_prepare(struct pbft *p, const struct msg *m, uint64_t now_ms)
     if (seq > p->max_pp_seq)
         p->max_pp_seq = seq;
     pbft_txset_mark_slot_inflight(p, s);
+    if (!may_prepare) {
+        LOG_DEBUG("L2121", "r%u v%llu n%llu at or below the floor: no prepare", p->cfg.id,
+                  (unsigned long long)view, (unsigned long long)seq);
+        pbft_slot_progress(p, s, now_ms);
+        return;
+    }
 
-    struct pbft_persist pr = {
-        .kind = PBFT_PERSIST_PREPARE, .view = view, .seq = seq, .digest = s->digest};
+    struct pbft_persist pr = {.kind = PBFT_PERSIST_PREPARE,
+                              .view = view,
+                              .seq = seq,
+                              .digest = s->digest,
+                              .deferrable = deferrable};
     if (!pbft_persist_rec(p, &pr))
         return;
     s->sent_prepare = true;

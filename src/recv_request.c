@@ -201,10 +201,6 @@ static int slot_reserve(struct pbft_slot *s, uint32_t count)
     return TALLY_OK;
 }
 
-/* How far a HORIZON record reaches beyond the seq that needed it: one
- * synced PRE-PREPARE record per this many proposals. */
-#define PBFT_HORIZON_AHEAD 256
-
 /* §4.2: "the primary assigns a sequence number, n, to the request, multicasts
  * a pre-prepare message with m piggybacked to all the backups, and appends the
  * message to its log." We persist it before it leaves: with a synced write
@@ -244,21 +240,16 @@ static bool propose_one(struct pbft *p)
     if (msg_encode_pre_prepare(&p->out, p->cfg.id, p->view, seq, &b, &signer) != TALLY_OK)
         return false;
     memcpy(s->pp_sig.b, p->out.data + p->out.len - TC_SIG_BYTES, TC_SIG_BYTES);
-    bool covered = seq <= pbft_mark_in(&p->horizon, p->view);
-    if (!covered) {
-        struct pbft_persist hz = {
-            .kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = seq + PBFT_HORIZON_AHEAD};
-        if (!pbft_persist_rec(p, &hz))
-            return false;
-        p->horizon = (struct pbft_mark){.view = hz.view, .seq = hz.seq};
-    }
+    bool deferrable;
+    if (!pbft_horizon_cover(p, seq, &deferrable))
+        return false;
     struct pbft_persist rec = {.kind = PBFT_PERSIST_PREPREPARE,
                                .view = p->view,
                                .seq = seq,
                                .digest = s->digest,
                                .batch = &b,
                                .sig = s->pp_sig,
-                               .deferrable = covered};
+                               .deferrable = deferrable};
     if (!pbft_persist_rec(p, &rec))
         return false;
     s->has_pre_prepare = true;
@@ -268,17 +259,6 @@ static bool propose_one(struct pbft *p)
     /* The encoder scratch still holds the pre-prepare: send it now. */
     p->io.send(p->io.ctx, PBFT_BROADCAST, p->out.data, p->out.len);
     return true;
-}
-
-void pbft_release_horizon(struct pbft *p)
-{
-    if (p->failed || !pbft_is_primary(p) || pbft_mark_in(&p->horizon, p->view) <= p->next_seq)
-        return;
-    if (p->next_seq < pbft_mark_in(&p->floor, p->view))
-        return; /* restarted there: what was assigned up to the floor is not known */
-    struct pbft_persist hz = {.kind = PBFT_PERSIST_HORIZON, .view = p->view, .seq = p->next_seq};
-    if (pbft_persist_rec(p, &hz))
-        p->horizon.seq = hz.seq;
 }
 
 void pbft_try_propose(struct pbft *p, uint64_t now_ms)
@@ -297,7 +277,7 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
             return; /* pipeline full */
         if (!pbft_in_window(p, p->next_seq + 1))
             return; /* above the high watermark */
-        if (p->next_seq + 1 <= pbft_mark_in(&p->floor, p->view))
+        if (p->next_seq + 1 <= pbft_floor(p))
             return; /* restarted: a proposal there may be lost; the view changes instead */
         uint64_t oldest = p->queue[p->qhead & (p->qcap - 1)].arrived_ms;
         bool full = p->qlive >= p->cfg.batch_max_txs;

@@ -579,7 +579,7 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         return rc;
     }
     r->staged = true;
-    if (!(rec->kind == PBFT_PERSIST_PREPREPARE && rec->deferrable))
+    if (!rec->deferrable)
         r->staged_sync = true;
     return 0;
 }
@@ -1491,19 +1491,20 @@ static int restore_state(struct replica *r, struct tally_err *err)
     if ((rc = get_meta_view_seq(r->ledger, "hz", &hz, hz_boot, sizeof(hz_boot), &found, err)) != 0)
         return rc;
     /* In the boot that wrote it, every write the last process made is there
-     * (the page cache outlives a process): no proposal was lost, and the
-     * record is not restored. After a reboot (an OS crash, a power loss) it
-     * is: see pbft_persist.deferrable. */
+     * (the page cache outlives a process): no proposal or PREPARE was lost,
+     * and the record is our horizon again. After a reboot (an OS crash, a
+     * power loss) it is also a floor: see pbft_persist.deferrable. */
     static const uint8_t unknown[REPLICA_BOOT_ID_BYTES];
-    bool same_boot = memcmp(hz_boot, r->boot_id, REPLICA_BOOT_ID_BYTES) == 0 &&
-                     memcmp(r->boot_id, unknown, REPLICA_BOOT_ID_BYTES) != 0;
-    if (found && !same_boot) {
+    hz.same_boot = memcmp(hz_boot, r->boot_id, REPLICA_BOOT_ID_BYTES) == 0 &&
+                   memcmp(r->boot_id, unknown, REPLICA_BOOT_ID_BYTES) != 0;
+    if (found) {
         if ((rc = pbft_restore(r->core, &hz)) != 0)
-            return tally_errf(err, rc, "restoring the proposal horizon");
-        LOG_INFO("L0521",
-                 "first start since a reboot: no proposals in view %llu up to seq %llu "
-                 "(some may have been lost unsynced; the view changes instead)",
-                 (unsigned long long)hz.view, (unsigned long long)hz.seq);
+            return tally_errf(err, rc, "restoring the horizon");
+        if (!hz.same_boot && hz.seq != 0)
+            LOG_INFO("L0521",
+                     "first start since a reboot: no proposals or prepares in view %llu up to "
+                     "seq %llu (some may have been lost unsynced)",
+                     (unsigned long long)hz.view, (unsigned long long)hz.seq);
     }
     if ((rc = get_meta_u64(r->ledger, "lo", &lo, &found, err)) != 0 ||
         (rc = get_meta_u64(r->ledger, "hi", &hi, &found, err)) != 0)
@@ -1760,9 +1761,9 @@ void replica_stop(struct replica *r)
     if (r->loop_started)
         pthread_join(r->loop, NULL);
     /* Only steps used the ledger: make it durable and close it now,
-     * before the sockets (whose teardown is NNG's business). A primary
-     * records the last seq it assigned, so that it goes on leading when it
-     * comes back (pbft_release_horizon). */
+     * before the sockets (whose teardown is NNG's business). With it
+     * durable, nothing we sent can be lost: release the horizon, so that
+     * after a reboot we go on in our view (pbft_release_horizon). */
     if (r->core != NULL && r->ledger != NULL && !atomic_load(&r->failed))
         pbft_release_horizon(r->core);
     if (r->ledger != NULL && r->staged) {

@@ -15,7 +15,7 @@
  * protocol key space and its sends are buffered; at the end of the step the
  * staged promises are written with ONE synced RocksDB write (or ride along in
  * the WriteBatch of a block executed in the same step; when the only ones
- * are the primary's deferrable PRE-PREPARE records, the write is not synced,
+ * are deferrable PRE-PREPARE and PREPARE records, the write is not synced,
  * see pbft_persist.deferrable) and only then are the
  * buffered sends flushed (persist-before-send). Executing a committed batch
  * applies it as one block (signatures already verified by the pool) and sends
@@ -31,9 +31,10 @@
  *   "lo" / "hi"       u64: entries <= lo were discarded; highest seq stored
  *   "as"              u64 view, u64 seq: how far our NEW-VIEW as the new
  *                     primary re-proposed (PBFT_PERSIST_ASSIGNED)
- *   "hz"              u64 view, u64 seq, 36 boot id: the primary's proposal
- *                     horizon (PBFT_PERSIST_HORIZON) and the kernel boot
- *                     that wrote it (restored only after a reboot)
+ *   "hz"              u64 view, u64 seq, 36 boot id: how far our unsynced
+ *                     PRE-PREPAREs or PREPAREs may reach (PBFT_PERSIST_HORIZON)
+ *                     and the kernel boot that wrote it (restored only after
+ *                     a reboot)
  *
  * Prefix: replica_. */
 #ifndef TALLY_REPLICA_H

@@ -86,7 +86,7 @@ struct sim_prec {
     uint8_t *bytes;
     uint32_t prepare_from; /* COMMIT: the prepared certificate (0: none written) */
     tc_sig sigs[PBFT_MAX_REPLICAS];
-    bool unsynced; /* a deferrable PRE-PREPARE no synced write has covered yet */
+    bool unsynced; /* a deferrable PRE-PREPARE or PREPARE no synced write has covered yet */
 };
 
 /* Signature verdicts, direct-mapped by a hash of (key, bytes, signature):
@@ -215,15 +215,17 @@ struct sim {
     } late[SIM_MAX_LATE_RECEIPTS]; /* power_loss: see client_receipt */
     uint32_t nlate;
     struct sim_link held[PBFT_MAX_REPLICAS][PBFT_MAX_REPLICAS]; /* [from][to] */
-    /* Every PRE-PREPARE a correct replica sent, by (sender, view, seq): no
-     * correct replica may ever send two batches for one (view, seq), also
-     * not after a restart (pp_seen_check). Open addressing, power of 2. */
-    struct sim_pp_seen *pps;
-    size_t npps, cappps;
+    /* Every PRE-PREPARE, PREPARE and COMMIT a correct replica sent, by
+     * (sender, type, view, seq): no correct replica may ever send two
+     * digests for one (type, view, seq), also not after a restart or a power
+     * loss (sent_check). Open addressing, power of 2. */
+    struct sim_sent *sent;
+    size_t nsent, capsent;
 };
 
-struct sim_pp_seen {
+struct sim_sent {
     bool used;
+    uint8_t type; /* MSG_PRE_PREPARE (also a NEW-VIEW's re-proposals), MSG_PREPARE, MSG_COMMIT */
     uint32_t from;
     uint64_t view, seq;
     tc_hash digest;
@@ -527,7 +529,7 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
     struct sim_replica *r = ctx;
     if (r->dying)
         return TALLY_OK; /* staged, never flushed: the process is gone */
-    bool deferred = rec->kind == PBFT_PERSIST_PREPREPARE && rec->deferrable;
+    bool deferred = rec->deferrable;
     if (!deferred)
         r->synced_in_step = true;
     switch (rec->kind) {
@@ -613,8 +615,8 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
         p->batch.count = count;
         p->batch.tx_bytes = p->bytes;
         p->sig = rec->sig;
-        p->unsynced = deferred;
     }
+    p->unsynced = deferred;
     /* tallyd writes the certificate only when there are signatures to write. */
     if (rec->kind == PBFT_PERSIST_COMMIT && rec->prepare_sigs != NULL && rec->prepare_from != 0) {
         p->prepare_from = rec->prepare_from;
@@ -629,13 +631,15 @@ static int io_persist(void *ctx, const struct pbft_persist *rec)
 
 /* Which backups the Byzantine primary lies to about seq: a fixed function of
  * the run (so that its retransmissions tell each backup the same story). About
- * a third of the sequence numbers are equivocated, to alternating halves. */
+ * a third of the sequence numbers are equivocated, to alternating halves. With
+ * power losses the story flips at each of the backup's boots: a backup that
+ * lost its PREPARE is then offered the other batch for the same seq. */
 static bool equivocate_to(const struct sim *s, uint32_t backup, uint64_t seq)
 {
     uint64_t x = s->equiv_salt ^ seq;
     if (splitmix64(&x) % 3 != 0)
         return false;
-    return ((backup + seq) & 1) == 1;
+    return ((backup + seq + s->rep[backup].boot) & 1) == 1;
 }
 
 /* A Byzantine primary: each PRE-PREPARE goes out in two versions, the real
@@ -809,52 +813,60 @@ static void noise(struct sim_replica *r, int to, const uint8_t *bytes, size_t le
     }
 }
 
-static size_t pp_seen_slot(const struct sim *s, uint32_t from, uint64_t view, uint64_t seq)
+static size_t sent_slot(const struct sim *s, uint32_t from, uint8_t type, uint64_t view,
+                        uint64_t seq)
 {
-    uint64_t x = (view * 0x9e3779b97f4a7c15ull) ^ (seq * 0xc2b2ae3d27d4eb4full) ^ from;
+    uint64_t x = (view * 0x9e3779b97f4a7c15ull) ^ (seq * 0xc2b2ae3d27d4eb4full) ^
+                 ((uint64_t)type << 8) ^ from;
     x ^= x >> 31;
-    size_t j = (size_t)x & (s->cappps - 1);
-    while (s->pps[j].used &&
-           !(s->pps[j].from == from && s->pps[j].view == view && s->pps[j].seq == seq))
-        j = (j + 1) & (s->cappps - 1);
+    size_t j = (size_t)x & (s->capsent - 1);
+    while (s->sent[j].used && !(s->sent[j].from == from && s->sent[j].type == type &&
+                                s->sent[j].view == view && s->sent[j].seq == seq))
+        j = (j + 1) & (s->capsent - 1);
     return j;
 }
 
-/* One batch a correct replica proposed for (view, seq): the first one must
- * be the only one, whatever crashes and power losses came between (a
- * restarted primary that forgot a proposal must not make another). */
-static void pp_seen(struct sim_replica *r, uint64_t view, uint64_t seq, const tc_hash *digest)
+/* One digest a correct replica sent for (type, view, seq): the first one
+ * must be the only one, whatever crashes and power losses came between (a
+ * restarted replica that forgot a PRE-PREPARE or a PREPARE must not send
+ * another). */
+static void sent_seen(struct sim_replica *r, uint8_t type, uint64_t view, uint64_t seq,
+                      const tc_hash *digest)
 {
     struct sim *s = r->sim;
-    if (2 * (s->npps + 1) > s->cappps) {
-        size_t old_cap = s->cappps;
-        struct sim_pp_seen *old = s->pps;
-        s->cappps = old_cap ? 2 * old_cap : 1024;
-        s->pps = calloc(s->cappps, sizeof(*s->pps));
-        if (s->pps == NULL) {
+    if (2 * (s->nsent + 1) > s->capsent) {
+        size_t old_cap = s->capsent;
+        struct sim_sent *old = s->sent;
+        s->capsent = old_cap ? 2 * old_cap : 1024;
+        s->sent = calloc(s->capsent, sizeof(*s->sent));
+        if (s->sent == NULL) {
             s->oom = true;
-            s->pps = old;
-            s->cappps = old_cap;
+            s->sent = old;
+            s->capsent = old_cap;
             return;
         }
         for (size_t i = 0; i < old_cap; i++)
             if (old[i].used)
-                s->pps[pp_seen_slot(s, old[i].from, old[i].view, old[i].seq)] = old[i];
+                s->sent[sent_slot(s, old[i].from, old[i].type, old[i].view, old[i].seq)] = old[i];
         free(old);
     }
-    struct sim_pp_seen *e = &s->pps[pp_seen_slot(s, r->id, view, seq)];
+    struct sim_sent *e = &s->sent[sent_slot(s, r->id, type, view, seq)];
     if (!e->used) {
-        *e = (struct sim_pp_seen){
-            .used = true, .from = r->id, .view = view, .seq = seq, .digest = *digest};
-        s->npps++;
+        *e = (struct sim_sent){
+            .used = true, .type = type, .from = r->id, .view = view, .seq = seq, .digest = *digest};
+        s->nsent++;
     } else if (memcmp(e->digest.b, digest->b, TC_HASH_BYTES) != 0) {
-        violation(s, "correct replica %u proposed two different batches for view %llu seq %llu",
-                  r->id, (unsigned long long)view, (unsigned long long)seq);
+        violation(s, "correct replica %u sent two different %s for view %llu seq %llu", r->id,
+                  type == MSG_PRE_PREPARE ? "pre-prepares"
+                  : type == MSG_PREPARE   ? "prepares"
+                                          : "commits",
+                  (unsigned long long)view, (unsigned long long)seq);
     }
 }
 
-/* A correct replica's PRE-PREPARE, or its NEW-VIEW's re-proposals. */
-static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t len)
+/* A correct replica's PRE-PREPARE (or its NEW-VIEW's re-proposals),
+ * PREPARE or COMMIT. */
+static void sent_check(struct sim_replica *r, const uint8_t *bytes, size_t len)
 {
     struct msg m;
     struct tally_err err = {0};
@@ -862,7 +874,10 @@ static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t le
         m.sender != r->id)
         return; /* our own retransmission of another primary's carries its sender */
     if (m.type == MSG_PRE_PREPARE) {
-        pp_seen(r, m.u.pre_prepare.view, m.u.pre_prepare.seq, &m.u.pre_prepare.digest);
+        sent_seen(r, MSG_PRE_PREPARE, m.u.pre_prepare.view, m.u.pre_prepare.seq,
+                  &m.u.pre_prepare.digest);
+    } else if (m.type == MSG_PREPARE || m.type == MSG_COMMIT) {
+        sent_seen(r, (uint8_t)m.type, m.u.phase.view, m.u.phase.seq, &m.u.phase.digest);
     } else if (m.type == MSG_NEW_VIEW) {
         struct msg_iter it;
         struct msg_nv_prop prop;
@@ -870,7 +885,7 @@ static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t le
         while (msg_nv_prop_next(&it, &prop)) {
             tc_hash d;
             msg_batch_digest(&prop.batch, &d);
-            pp_seen(r, m.u.new_view.view, prop.seq, &d);
+            sent_seen(r, MSG_PRE_PREPARE, m.u.new_view.view, prop.seq, &d);
         }
     }
 }
@@ -878,8 +893,9 @@ static void pp_seen_check(struct sim_replica *r, const uint8_t *bytes, size_t le
 static void io_send_plain(struct sim_replica *r, int to, const uint8_t *bytes, size_t len)
 {
     struct sim *s = r->sim;
-    if (len > 4 && (bytes[4] == MSG_PRE_PREPARE || bytes[4] == MSG_NEW_VIEW))
-        pp_seen_check(r, bytes, len);
+    if (len > 4 && (bytes[4] == MSG_PRE_PREPARE || bytes[4] == MSG_NEW_VIEW ||
+                    bytes[4] == MSG_PREPARE || bytes[4] == MSG_COMMIT))
+        sent_check(r, bytes, len);
     if (s->sc->noisy_replica == (int)r->id)
         noise(r, to, bytes, len);
     if (to == PBFT_BROADCAST) {
@@ -1639,12 +1655,13 @@ static void recs_rollback(struct sim_replica *r)
 
 /* Down from now: neither sends nor receives; with power_loss its ledger also
  * loses the blocks no synced write covered, and its protocol state the
- * records. */
+ * records, in a new boot (unless the crash is one of the process only,
+ * process_crash_permille). */
 static void replica_crash(struct sim *s, struct sim_replica *r)
 {
     r->down = true;
     links_crashed(s, r->id);
-    if (s->sc->power_loss) {
+    if (s->sc->power_loss && rnd(s, 1000) >= s->sc->process_crash_permille) {
         model_rollback(s, &r->ledger, r->synced_height);
         recs_rollback(r);
         r->boot++;
@@ -1685,11 +1702,12 @@ static void replica_restart(struct sim *s, struct sim_replica *r)
                     &(struct pbft_persist){.kind = PBFT_PERSIST_ASSIGNED,
                                            .view = r->assigned_view,
                                            .seq = r->assigned_seq});
-    if (r->has_horizon && r->horizon_boot != r->boot)
+    if (r->has_horizon)
         restore_rec(s, r,
                     &(struct pbft_persist){.kind = PBFT_PERSIST_HORIZON,
                                            .view = r->horizon_view,
-                                           .seq = r->horizon_seq});
+                                           .seq = r->horizon_seq,
+                                           .same_boot = r->horizon_boot == r->boot});
     uint64_t first = r->persisted_lo + 1, hi = r->persisted_hi, span = 2 * s->cfg.window;
     if (hi > span && first < hi - span)
         first = hi - span;
@@ -1966,6 +1984,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
     cfg->retransmit_ms = 100;
     cfg->test_quorum_override = sc->quorum_override;
     cfg->test_skip_new_view_check = sc->skip_new_view_check;
+    cfg->horizon_ahead = sc->horizon_ahead;
     tc_sha256((const uint8_t *)"sim-chain", 9, &s->chain_id);
     cfg->chain_id = s->chain_id;
     for (uint32_t j = 0; j < s->n; j++) {
@@ -2119,7 +2138,7 @@ int sim_run(const struct sim_scenario *sc, uint64_t seed, struct sim_result *res
             free(r->undo[i].bytes);
         free(r->undo);
     }
-    free(s->pps);
+    free(s->sent);
     for (uint32_t c = 0; c < sc->clients; c++)
         tc_keypair_free(&s->cl[c].kp);
     free(s->ref);

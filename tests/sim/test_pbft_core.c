@@ -239,12 +239,16 @@ static void test_backup_normal_case(void **state)
     h_start(&h, 1, 0);
     tc_hash d;
     h_pre_prepare(&h, 0, 0, 1, 0, 2, &d);
-    assert_int_equal(h.npersisted, 2);
-    assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_PREPREPARE);
-    assert_int_equal(h.persisted[1].kind, PBFT_PERSIST_PREPARE);
+    /* The first PREPARE of the view comes with a HORIZON record, synced. */
+    assert_int_equal(h.npersisted, 3);
+    assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_HORIZON);
+    assert_true(h.persisted[0].view == 0 && h.persisted[0].seq == 1 + 256);
+    assert_int_equal(h.persisted[1].kind, PBFT_PERSIST_PREPREPARE);
+    assert_int_equal(h.persisted[2].kind, PBFT_PERSIST_PREPARE);
+    assert_false(h.persisted[1].deferrable || h.persisted[2].deferrable);
     assert_int_equal(h.nsent, 1);
     assert_int_equal(h.sent[0].m.type, MSG_PREPARE);
-    assert_true(h.persist_step[1] < h.sent[0].step);
+    assert_true(h.persist_step[2] < h.sent[0].step);
     assert_memory_equal(h.sent[0].m.u.phase.digest.b, d.b, TC_HASH_BYTES);
     /* Our prepare + one more = 2f. */
     h_phase(&h, MSG_PREPARE, 3, 0, 1, &d);
@@ -253,6 +257,13 @@ static void test_backup_normal_case(void **state)
     h_phase(&h, MSG_COMMIT, 0, 0, 1, &d);
     h_phase(&h, MSG_COMMIT, 3, 0, 1, &d);
     assert_int_equal(h.nexecuted, 1);
+    /* Under the horizon, the records of the next PREPARE need no fsync. */
+    h_pre_prepare(&h, 0, 0, 2, 2, 1, NULL);
+    assert_int_equal(h.npersisted, 6);
+    assert_int_equal(h.persisted[4].kind, PBFT_PERSIST_PREPREPARE);
+    assert_int_equal(h.persisted[5].kind, PBFT_PERSIST_PREPARE);
+    assert_true(h.persisted[4].deferrable && h.persisted[5].deferrable);
+    assert_int_equal(h.sent[h.nsent - 1].m.type, MSG_PREPARE);
     h_stop(&h);
 }
 
@@ -528,7 +539,7 @@ static uint64_t h_restored_proposal(struct harness *h, uint64_t last_executed,
  * lets the PRE-PREPAREs under it be written without an fsync; a primary that
  * restarts under a horizon it did not release proposes nothing there (a
  * proposal it forgot in a power loss must not get a second batch); a clean
- * stop releases it down to the last seq cut. */
+ * stop, with everything synced, releases it. */
 static void test_proposal_horizon(void **state)
 {
     (void)state;
@@ -547,16 +558,16 @@ static void test_proposal_horizon(void **state)
     assert_int_equal(h.persisted[2].kind, PBFT_PERSIST_PREPREPARE);
     assert_true(h.persisted[2].seq == 2 && h.persisted[2].deferrable);
     assert_true(h.persist_step[2] < h.sent[1].step);
-    pbft_release_horizon(h.core); /* clean stop: down to seq 2 */
+    pbft_release_horizon(h.core); /* clean stop: nothing is left unsynced */
     assert_int_equal(h.npersisted, 4);
     assert_int_equal(h.persisted[3].kind, PBFT_PERSIST_HORIZON);
-    assert_true(h.persisted[3].view == 0 && h.persisted[3].seq == 2);
+    assert_true(h.persisted[3].view == 0 && h.persisted[3].seq == 0);
     h_stop(&h);
 
     /* Restarted (seqs 1 and 2 executed) under the released horizon: goes on. */
-    struct pbft_persist released = {.kind = PBFT_PERSIST_HORIZON, .view = 0, .seq = 2};
+    struct pbft_persist released = {.kind = PBFT_PERSIST_HORIZON, .view = 0, .seq = 0};
     assert_true(h_restored_proposal(&h, 2, &released, 1) == 3);
-    assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_HORIZON); /* 3 is beyond it */
+    assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_HORIZON); /* a new one, for 3 */
     assert_true(h.persisted[0].seq == 3 + 256);
     h_stop(&h);
 
@@ -580,6 +591,90 @@ static void test_proposal_horizon(void **state)
                                    {.kind = PBFT_PERSIST_VIEW, .view = 4}};
     assert_true(h_restored_proposal(&h, 2, older, 2) == 3);
     assert_true(h.sent[0].m.u.pre_prepare.view == 4);
+    h_stop(&h);
+
+    /* Restarted in the boot that wrote it (kill -9): nothing was lost. It is
+     * our horizon again, not a floor: no new record under it, and a clean
+     * stop releases it. */
+    struct pbft_persist same = {
+        .kind = PBFT_PERSIST_HORIZON, .view = 0, .seq = 257, .same_boot = true};
+    assert_true(h_restored_proposal(&h, 2, &same, 1) == 3);
+    assert_int_equal(h.npersisted, 1);
+    assert_true(h.persisted[0].kind == PBFT_PERSIST_PREPREPARE && h.persisted[0].deferrable);
+    pbft_release_horizon(h.core);
+    assert_int_equal(h.npersisted, 2);
+    assert_true(h.persisted[1].kind == PBFT_PERSIST_HORIZON && h.persisted[1].seq == 0);
+    h_stop(&h);
+}
+
+/* A backup's horizon: restarted after a reboot under a HORIZON record it
+ * did not release, it may have sent PREPAREs up to its seq that it no longer
+ * knows, so there it keeps the PRE-PREPARE and counts the others' PREPAREs
+ * but sends no PREPARE of its own (a primary that equivocates could have it
+ * prepare a second batch for the seq). Above it every record is synced, no
+ * new HORIZON record replaces the floor's, and a clean stop keeps it. */
+static void test_backup_floor(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct pbft_persist held = {.kind = PBFT_PERSIST_HORIZON, .view = 0, .seq = 5};
+    h_start(&h, 1, 0);
+    assert_int_equal(pbft_restore(h.core, &held), TALLY_OK);
+    tc_hash d;
+    h_pre_prepare(&h, 0, 0, 1, 0, 2, &d);
+    assert_int_equal(h.nsent, 0);
+    assert_int_equal(h.npersisted, 1);
+    assert_int_equal(h.persisted[0].kind, PBFT_PERSIST_PREPREPARE);
+    /* 2f PREPAREs from the other backups: prepared, it commits. */
+    h_phase(&h, MSG_PREPARE, 2, 0, 1, &d);
+    h_phase(&h, MSG_PREPARE, 3, 0, 1, &d);
+    assert_int_equal(h.nsent, 1);
+    assert_int_equal(h.sent[0].m.type, MSG_COMMIT);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 3, 0, 1, &d);
+    assert_int_equal(h.nexecuted, 1);
+    /* Above the floor: a PREPARE, its records synced, no HORIZON record. */
+    size_t before = h.npersisted;
+    h_pre_prepare(&h, 0, 0, 6, 2, 1, NULL);
+    assert_int_equal(h.sent[h.nsent - 1].m.type, MSG_PREPARE);
+    assert_int_equal(h.npersisted, before + 2);
+    assert_false(h.persisted[before].deferrable || h.persisted[before + 1].deferrable);
+    pbft_release_horizon(h.core);
+    for (size_t i = 0; i < h.npersisted; i++)
+        assert_int_not_equal(h.persisted[i].kind, PBFT_PERSIST_HORIZON);
+    h_stop(&h);
+}
+
+/* A restored COMMIT record carries our prepared certificate: its PREPAREs
+ * count in the slot again. The backups that sent them may never send them
+ * again (under a floor, or having lost them unsynced), so without them the
+ * restarted replica could not execute the seq (found by review, in the
+ * simulator with a short horizon: two replicas stuck for good). */
+static void test_restored_commit_is_prepared(void **state)
+{
+    (void)state;
+    struct harness h;
+    h_start(&h, 1, 0);
+    struct msg_batch b = {.count = 1, .tx_bytes = h.txs[0]};
+    tc_hash d;
+    msg_batch_digest(&b, &d);
+    tc_sig sigs[PBFT_MAX_REPLICAS];
+    memset(sigs, 0, sizeof(sigs));
+    struct pbft_persist recs[] = {
+        {.kind = PBFT_PERSIST_PREPREPARE, .view = 0, .seq = 1, .digest = d, .batch = &b},
+        {.kind = PBFT_PERSIST_COMMIT,
+         .view = 0,
+         .seq = 1,
+         .digest = d,
+         .prepare_from = (1u << 2) | (1u << 3),
+         .prepare_sigs = sigs},
+    };
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(pbft_restore(h.core, &recs[i]), TALLY_OK);
+    h_phase(&h, MSG_COMMIT, 2, 0, 1, &d);
+    h_phase(&h, MSG_COMMIT, 3, 0, 1, &d);
+    assert_int_equal(h.nexecuted, 1);
+    assert_int_equal(h.npersisted, 0); /* its COMMIT was sent before */
     h_stop(&h);
 }
 
@@ -712,6 +807,8 @@ int main(void)
         cmocka_unit_test(test_pipeline_limit),
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_proposal_horizon),
+        cmocka_unit_test(test_backup_floor),
+        cmocka_unit_test(test_restored_commit_is_prepared),
         cmocka_unit_test(test_restored_prepare_in_certificate),
         cmocka_unit_test(test_assigned_after_new_view),
         cmocka_unit_test(test_persist_failure_stops_promises),

@@ -631,6 +631,16 @@ static void test_power_loss(void **state)
     run_seeds_totals(&sc, 10, &tot);
     assert_true(tot.group_crashes > tot.group_forced);
     assert_true(tot.blocks_lost > 0);
+    /* HORIZON records renewed every few seqs (not 256, which no run here
+     * reaches), and half the crashes of the process only, in the same boot:
+     * floors passed by the low watermark, horizons restored without one. */
+    sc = group_restart("f1-power-loss-or-kill-short-horizon", 1, false);
+    sc.group_size = 4;
+    sc.power_loss = true;
+    sc.process_crash_permille = 500;
+    sc.horizon_ahead = 4;
+    run_seeds_totals(&sc, 10, &tot);
+    assert_true(tot.blocks_lost > 0);
     sc = group_restart("f1-power-loss-f+1-staggered", 1, true);
     sc.power_loss = true;
     run_seeds_totals(&sc, 10, &tot);
@@ -639,6 +649,17 @@ static void test_power_loss(void **state)
     sc.group_size = 7;
     sc.power_loss = true;
     run_seeds_totals(&sc, 50, &tot);
+    assert_true(tot.blocks_lost > 0);
+    /* Backups send their PREPAREs unsynced too, so a power loss can make one
+     * forget what it prepared. Here the primary equivocates and, after each
+     * of a backup's power losses, offers it the other batch for the same
+     * seqs (sim.c, equivocate_to): it must not prepare that one too. */
+    sc = group_restart("f1-power-loss-equivocating-primary", 1, true);
+    sc.power_loss = true;
+    sc.process_crash_permille = 300;
+    sc.horizon_ahead = 4;
+    sc.equivocating_primary = true;
+    run_seeds_totals(&sc, 10, &tot);
     assert_true(tot.blocks_lost > 0);
 }
 

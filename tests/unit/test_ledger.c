@@ -601,8 +601,8 @@ static void test_deferred_block_sync(void **state)
     assert_int_equal(ledger_sync(l, &err), TALLY_OK);
     assert_false(ledger_unsynced(l));
     assert_int_equal(ledger_sync(l, &err), TALLY_OK); /* nothing to do */
-    /* Meta the caller may lose in a power loss (the primary's deferrable
-     * PRE-PREPARE records): written without an fsync, then covered. */
+    /* Meta the caller may lose in a power loss (deferrable PRE-PREPARE and
+     * PREPARE records): written without an fsync, then covered. */
     assert_int_equal(ledger_stage_meta_put(l, "k", 1, "x", 1, &err), TALLY_OK);
     assert_int_equal(ledger_meta_flush_unsynced(l, &err), TALLY_OK);
     assert_true(ledger_unsynced(l));
