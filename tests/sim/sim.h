@@ -82,7 +82,7 @@ struct sim_scenario {
      * only: no write is lost and the boot stays the same (kill -9). */
     uint32_t process_crash_permille;
     uint32_t horizon_ahead; /* pbft_config.horizon_ahead (0: the default) */
-    uint64_t settle_ms; /* keep running this long after the load is done (0: stop at once) */
+    uint64_t settle_ms;     /* keep running this long after the load is done (0: stop at once) */
     bool expect_liveness;
     uint64_t time_limit_ms;
 };

@@ -175,6 +175,14 @@ static void h_phase(struct harness *h, enum msg_type type, uint32_t from, uint64
     h_deliver(h);
 }
 
+/* A batch of transaction i alone, and its digest. */
+static struct msg_batch h_one_tx_batch(struct harness *h, int i, tc_hash *digest)
+{
+    struct msg_batch b = {.count = 1, .tx_bytes = h->txs[i]};
+    msg_batch_digest(&b, digest);
+    return b;
+}
+
 static void h_request(struct harness *h, int i, uint64_t now)
 {
     struct ledger_tx tx;
@@ -655,9 +663,8 @@ static void test_restored_commit_is_prepared(void **state)
     (void)state;
     struct harness h;
     h_start(&h, 1, 0);
-    struct msg_batch b = {.count = 1, .tx_bytes = h.txs[0]};
     tc_hash d;
-    msg_batch_digest(&b, &d);
+    struct msg_batch b = h_one_tx_batch(&h, 0, &d);
     tc_sig sigs[PBFT_MAX_REPLICAS];
     memset(sigs, 0, sizeof(sigs));
     struct pbft_persist recs[] = {
@@ -703,9 +710,8 @@ static void test_restored_prepare_in_certificate(void **state)
     (void)state;
     struct harness h;
     h_start(&h, 1, 0);
-    struct msg_batch b = {.count = 1, .tx_bytes = h.txs[0]};
     tc_hash d;
-    msg_batch_digest(&b, &d);
+    struct msg_batch b = h_one_tx_batch(&h, 0, &d);
     struct msg_signer primary = msg_signer_keypair(&h.keys[0]);
     assert_int_equal(msg_encode_pre_prepare(&h.buf, 0, 0, 1, &b, &primary), TALLY_OK);
     struct pbft_persist pp = {
