@@ -484,7 +484,10 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
         if (s->has_cert && memcmp(s->cert_digest.b, s->digest.b, TC_HASH_BYTES) != 0)
             s->has_cert = false;
         pbft_txset_mark_slot_inflight(p, s);
-        if (pbft_primary_of(p, rec->view) == me && rec->seq > p->next_seq)
+        /* Our own proposals in our view: number on after them. An older
+         * view's (we led it too) above our NEW-VIEW's max-s are void in
+         * this one (propose_one reuses their seqs, as enter_view does). */
+        if (pbft_primary_of(p, rec->view) == me && rec->view == p->view && rec->seq > p->next_seq)
             p->next_seq = rec->seq;
         /* Pending work in our view: unless it executes in time, we suspect
          * the primary (pbft_vc_tick), also when nothing new arrives. */

@@ -209,9 +209,12 @@ static int slot_reserve(struct pbft_slot *s, uint32_t count)
 static bool propose_one(struct pbft *p)
 {
     uint64_t seq = p->next_seq + 1;
-    struct pbft_slot *s = pbft_slot_acquire(p, seq);
+    /* An older view's entry restored here is void in ours: seq is above our
+     * NEW-VIEW's max-s (next_seq starts at ASSIGNED). One of our view is
+     * never reassigned. */
+    struct pbft_slot *s = pbft_slot_for_view(p, seq, p->view);
     if (s == NULL || s->has_pre_prepare)
-        return false; /* checked by the caller; a restored slot is never reassigned */
+        return false; /* checked by the caller */
     uint32_t take = p->qlive < p->cfg.batch_max_txs ? (uint32_t)p->qlive : p->cfg.batch_max_txs;
     if (slot_reserve(s, take) != TALLY_OK)
         return false;
