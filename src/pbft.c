@@ -489,6 +489,8 @@ int pbft_restore(struct pbft *p, const struct pbft_persist *rec)
          * this one (propose_one reuses their seqs, as enter_view does). */
         if (pbft_primary_of(p, rec->view) == me && rec->view == p->view && rec->seq > p->next_seq)
             p->next_seq = rec->seq;
+        if (rec->view < p->view)
+            p->restored_older = true;
         /* Pending work in our view: unless it executes in time, we suspect
          * the primary (pbft_vc_tick), also when nothing new arrives. */
         if (rec->view == p->view && rec->seq > p->max_pp_seq)

@@ -127,6 +127,9 @@ struct pbft {
     struct pbft_mark floor;
     /* Restored from an ASSIGNED record: number on after it. */
     struct pbft_mark assigned;
+    /* Restored our own PRE-PREPAREs of an older view: above next_seq they
+     * are void in ours, once we lead it (pbft_try_propose). */
+    bool restored_older;
     uint64_t dropped;
     uint64_t now_ms; /* of the event being handled */
     bool failed;     /* a persist failed: no more promises */
@@ -248,6 +251,10 @@ void pbft_recv_view_change(struct pbft *p, const struct msg *m);
 void pbft_recv_new_view(struct pbft *p, const struct msg *m);
 /* Help a replica that is behind in views (STATUS-ACTIVE from it). */
 void pbft_vc_sync(struct pbft *p, uint32_t to, uint64_t its_view, bool its_active);
+/* Entries of views before `view` above seq `above`, not executed: their
+ * transactions go back to the front of the queue, in the order they were
+ * proposed, and the entries lose their pre-prepare. */
+void pbft_requeue_older(struct pbft *p, uint64_t view, uint64_t above);
 /* The slot for seq in `view`: acquired, and reset for the new view when it
  * held an older view's entry (keeping executed and the prepared certificate). */
 struct pbft_slot *pbft_slot_for_view(struct pbft *p, uint64_t seq, uint64_t view);

@@ -272,6 +272,13 @@ void pbft_try_propose(struct pbft *p, uint64_t now_ms)
      * left no records to number on from. */
     if (p->next_seq < pbft_mark_in(&p->assigned, p->view))
         p->next_seq = pbft_mark_in(&p->assigned, p->view);
+    if (p->restored_older) {
+        /* Restored entries of older views above our NEW-VIEW's max-s (next_seq
+         * is at or above it) are void here, as installing the NEW-VIEW made
+         * them in memory: their transactions go back to the queue. */
+        p->restored_older = false;
+        pbft_requeue_older(p, p->view, p->next_seq);
+    }
     for (;;) {
         queue_compact(p);
         if (p->qlive == 0)

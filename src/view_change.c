@@ -405,6 +405,26 @@ void pbft_recv_view_change(struct pbft *p, const struct msg *m)
 
 /* --- NEW-VIEW ---------------------------------------------------------------- */
 
+void pbft_requeue_older(struct pbft *p, uint64_t view, uint64_t above)
+{
+    for (uint64_t i = 0; i < p->nslots; i++) {
+        struct pbft_slot *s = &p->slots[i];
+        if (s->seq > above && !s->executed && s->has_pre_prepare && s->view < view)
+            for (uint32_t k = 0; k < s->count; k++)
+                pbft_txset_remove(p, &s->hashes[k]);
+    }
+    /* Highest seq first, each batch backwards: the queue's front ends up in
+     * the order they were proposed. */
+    for (uint64_t seq = p->low + p->cfg.window; seq > above && seq > p->low; seq--) {
+        struct pbft_slot *s = pbft_slot_find(p, seq);
+        if (s == NULL || s->executed || !s->has_pre_prepare || s->view >= view)
+            continue;
+        for (uint32_t k = s->count; k-- > 0;)
+            pbft_requeue_front(p, s->txs + (size_t)k * LEDGER_TX_BYTES, &s->hashes[k], p->now_ms);
+        s->has_pre_prepare = false;
+    }
+}
+
 /* Install O as the new view's pre-prepares (both at the new primary and at
  * backups) and enter the view. */
 static void enter_view(struct pbft *p, uint64_t w, const struct msg *vcs,
@@ -452,22 +472,7 @@ static void enter_view(struct pbft *p, uint64_t w, const struct msg *vcs,
     /* Pre-prepares of old views that O does not keep: their transactions go
      * back to the queue (the new primary proposes them again; a transaction
      * that also runs elsewhere is de-duplicated at execution). */
-    for (uint64_t i = 0; i < p->nslots; i++) {
-        struct pbft_slot *s = &p->slots[i];
-        if (s->seq != 0 && !s->executed && s->has_pre_prepare && s->view < w)
-            for (uint32_t k = 0; k < s->count; k++)
-                pbft_txset_remove(p, &s->hashes[k]);
-    }
-    /* Highest seq first, each batch backwards: the queue's front ends up in
-     * the order they were proposed. */
-    for (uint64_t seq = p->low + p->cfg.window; seq > p->low; seq--) {
-        struct pbft_slot *s = pbft_slot_find(p, seq);
-        if (s == NULL || s->executed || !s->has_pre_prepare || s->view >= w)
-            continue;
-        for (uint32_t k = s->count; k-- > 0;)
-            pbft_requeue_front(p, s->txs + (size_t)k * LEDGER_TX_BYTES, &s->hashes[k], p->now_ms);
-        s->has_pre_prepare = false;
-    }
+    pbft_requeue_older(p, w, 0);
 
     bool primary = pbft_primary_of(p, w) == p->cfg.id;
     struct msg_iter it;

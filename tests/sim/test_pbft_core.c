@@ -722,6 +722,12 @@ static void test_restored_older_view_proposals(void **state)
     };
     assert_true(h_restored_proposal(&h, 2, recs, 5) == 4);
     assert_true(h.sent[0].m.u.pre_prepare.view == 4);
+    /* The void entries' transaction went back to the queue's front: it is
+     * in the batch, before the requests that arrived after the restart. */
+    const struct msg_batch *b = &h.sent[0].m.u.pre_prepare.batch;
+    assert_int_equal(b->count, 2);
+    assert_memory_equal(b->tx_bytes, h.txs[7], LEDGER_TX_BYTES);
+    assert_memory_equal(b->tx_bytes + LEDGER_TX_BYTES, h.txs[4], LEDGER_TX_BYTES);
     h_stop(&h);
 }
 
