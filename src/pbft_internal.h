@@ -127,8 +127,9 @@ struct pbft {
     struct pbft_mark floor;
     /* Restored from an ASSIGNED record: number on after it. */
     struct pbft_mark assigned;
-    /* Restored our own PRE-PREPAREs of an older view: above next_seq they
-     * are void in ours, once we lead it (pbft_try_propose). */
+    /* Restored PRE-PREPAREs of an older view (ours or another primary's):
+     * above next_seq they are void in ours, once we lead it
+     * (pbft_try_propose). */
     bool restored_older;
     uint64_t dropped;
     uint64_t now_ms; /* of the event being handled */
